@@ -1,0 +1,65 @@
+"""Home: pick a dataset and see what is in the store."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit run` does not add the repo root
+
+import streamlit as st  # noqa: E402
+
+from dashboard import charts, queries  # noqa: E402
+
+ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
+
+st.set_page_config(page_title="Skin triage", layout="wide")
+st.title("Skin triage: multimodal model audit")
+
+path = queries.db_path()
+version = queries.store_version(path)
+if version is None:
+    st.info(f"No store at `{path}` yet. Run `./run.sh` to simulate DermSynth-14k and ingest it, or "
+            f"`python -m data_store ingest --db {path} --dataset NAME --manifest FILE` for your own data.")
+    st.stop()
+try:
+    datasets = queries.datasets(str(path), version)
+except queries.StoreError as exc:
+    st.error(str(exc))
+    st.stop()
+if datasets.empty:
+    st.info(f"The store `{path}` holds no dataset yet. Ingest one with `python -m data_store ingest`.")
+    st.stop()
+
+names = datasets["dataset"].tolist()
+wanted = st.query_params.get("dataset", names[0])
+dataset = st.selectbox("Dataset", names, index=names.index(wanted) if wanted in names else 0, key="home.dataset")
+st.query_params["dataset"] = dataset
+info = datasets.set_index("dataset").loc[dataset]
+if info["simulated"]:
+    st.warning("This dataset is **simulated** (DermSynth). Its results test the pipeline; "
+               "they are not clinical evidence.")
+
+summary = queries.dataset_summary(str(path), version, dataset)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Cases", f"{int(info['n_cases']):,}")
+c2.metric("Rejected rows", f"{int(info['n_rejected']):,}")
+c3.metric("Clinics", len(summary["clinic"]))
+c4.metric("Held-out clinic", info["heldout_clinic"] or "not declared")
+st.caption(f"Classes, in probability order: {', '.join(info['classes'])}. "
+           f"Ingested {info['ingested_at']:%Y-%m-%d %H:%M} from `{info['manifest_path']}`.")
+
+fitz = summary["fitzpatrick"].assign(
+    fitzpatrick=lambda d: d["fitzpatrick"].map(lambda v: "unknown" if v != v or v is None else ROMAN[int(v)]))
+left, middle, right = st.columns(3)
+left.altair_chart(charts.count_bars(summary["clinic"], "clinic", "Cases by clinic",
+                                    sort=summary["clinic"]["clinic"].tolist()), width="stretch")
+middle.altair_chart(charts.count_bars(fitz, "fitzpatrick", "Cases by Fitzpatrick skin type",
+                                      sort=fitz["fitzpatrick"].tolist()), width="stretch")
+right.altair_chart(charts.count_bars(summary["label"], "label", "Cases by category"), width="stretch")
+
+st.subheader("Rejected rows by reason")
+if summary["rejected"].empty:
+    st.write("No row was rejected.")
+else:
+    st.dataframe(summary["rejected"], hide_index=True, width="stretch")
+    st.caption(f"Each row's detail: `SELECT * FROM rejected_rows WHERE dataset = '{dataset}'`.")

@@ -1,0 +1,296 @@
+"""Manifest -> validated cases and rejected rows with reasons, written in one transaction.
+
+Nothing is dropped silently: every manifest row ends up in ``cases`` or in
+``rejected_rows``. A file or a required column that cannot be used stops the ingest
+with ``ManifestError`` before anything is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from data_store.images import ImageRejected, check_image, load_rgb
+
+REQUIRED = ("patient_id", "clinic", "image_path", "note", "label")
+CORE = ("case_id",) + REQUIRED + ("fitzpatrick",)
+ALIASES = {"skin_type": "fitzpatrick", "fitzpatrick_type": "fitzpatrick", "image": "image_path",
+           "text": "note", "clinical_note": "note", "site": "clinic"}
+MAX_NOTE_CHARS = 10_000
+ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
+
+
+class ManifestError(ValueError):
+    """The manifest file, the mapping, or a required column cannot be used."""
+
+
+@dataclass
+class Mapping:
+    columns: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    classes: list[str] | None = None
+    urgent_classes: list[str] | None = None
+    heldout_clinic: str | None = None
+    simulated: bool = False
+
+    @classmethod
+    def load(cls, path: Path | None, sidecar: Path | None = None) -> "Mapping":
+        """Read a YAML/JSON mapping file; a dataset.json sidecar fills what it leaves out."""
+        data: dict = {}
+        if sidecar is not None and sidecar.is_file():
+            side = json.loads(sidecar.read_text())
+            data.update({k: side[k] for k in ("classes", "urgent_classes", "heldout_clinic", "simulated")
+                         if k in side})
+        if path is not None:
+            try:
+                loaded = yaml.safe_load(Path(path).read_text())  # YAML is a superset of JSON
+            except (OSError, yaml.YAMLError) as exc:
+                raise ManifestError(f"Cannot read the mapping file {path}: {exc}") from exc
+            if not isinstance(loaded, dict):
+                raise ManifestError(f"The mapping file {path} must hold a mapping with keys "
+                                    "columns, labels, classes, urgent_classes, heldout_clinic.")
+            unknown = set(loaded) - {"columns", "labels", "classes", "urgent_classes", "heldout_clinic"}
+            if unknown:
+                raise ManifestError(f"Unknown keys in the mapping file {path}: {sorted(unknown)}.")
+            data.update({k: v for k, v in loaded.items() if v is not None})
+        return cls(columns={str(k): str(v) for k, v in data.get("columns", {}).items()},
+                   labels={str(k).strip(): str(v) for k, v in data.get("labels", {}).items()},
+                   classes=[str(c) for c in data["classes"]] if data.get("classes") else None,
+                   urgent_classes=[str(c) for c in data["urgent_classes"]] if data.get("urgent_classes") else None,
+                   heldout_clinic=data.get("heldout_clinic"), simulated=bool(data.get("simulated", False)))
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """CSV, Parquet or JSONL as a frame of strings ('' for missing)."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ManifestError(f"Manifest not found: {path}")
+    try:
+        if suffix in (".csv", ".tsv", ".txt"):
+            # Invalid UTF-8 bytes become U+FFFD so that row is rejected, not the whole file.
+            text = path.read_bytes().decode("utf-8-sig", errors="replace")
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                             sep="\t" if suffix == ".tsv" else ",")
+        elif suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(path, lines=True, dtype=False)
+        else:
+            raise ManifestError(f"Unsupported manifest type {suffix!r}: use .csv, .parquet or .jsonl.")
+    except ManifestError:
+        raise
+    except Exception as exc:  # pandas raises many types for unreadable files
+        raise ManifestError(f"Cannot read the manifest {path}: {exc}") from exc
+    return df.astype(object).where(df.notna(), "").map(lambda v: v if isinstance(v, str) else _to_text(v))
+
+
+def _to_text(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "" if math.isnan(value) else str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def parse_fitzpatrick(raw: str) -> tuple[int | None, str | None]:
+    """1-6, Roman numerals or text such as 'type IV' -> (type or None, flag or None)."""
+    text = raw.strip()
+    if not text:
+        return None, "fitzpatrick_unknown"
+    token = re.sub(r"(?i)^(fitzpatrick|fst|skin)?\s*(type)?\s*", "", text).strip().upper()
+    value = ROMAN.get(token)
+    if value is None and re.fullmatch(r"\d+(\.0+)?", token):
+        value = int(float(token))
+    if value is not None and 1 <= value <= 6:
+        return value, None
+    return None, f"fitzpatrick_unparsed:{text[:20]}"
+
+
+def _is_valid_text(value: str) -> bool:
+    """False for text that held invalid UTF-8 (decoded to U+FFFD) or lone surrogates."""
+    if "\ufffd" in value:
+        return False
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _json_value(value: str):
+    """Keep numbers and booleans typed in ``extra`` so slices sort and filter sensibly."""
+    if value in ("True", "true", "False", "false"):
+        return value.lower() == "true"
+    try:
+        number = float(value)
+    except ValueError:
+        return value if _is_valid_text(value) else value.encode("utf-8", "replace").decode()
+    if not math.isfinite(number):
+        return None
+    return int(number) if number.is_integer() and re.fullmatch(r"-?\d+", value.strip()) else number
+
+
+@dataclass
+class IngestResult:
+    dataset: str
+    n_cases: int
+    n_rejected: int
+    rejected_by_reason: dict[str, int]
+    changed: bool
+    classes: list[str]
+
+
+def _canonical_columns(df: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
+    renames = {c: mapping.columns.get(c, ALIASES.get(c, c)) for c in df.columns}
+    df = df.rename(columns=renames)
+    dupes = df.columns[df.columns.duplicated()].tolist()
+    if dupes:
+        raise ManifestError(f"Columns {dupes} appear twice after renaming; fix the mapping file.")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ManifestError(f"The manifest lacks required column(s) {missing}. It has {list(df.columns)}; "
+                            "rename them with --mapping (columns: {{your_name: {missing[0]}}}).")
+    if "case_id" not in df.columns:
+        df.insert(0, "case_id", [f"row{i + 1}" for i in range(len(df))])
+    if "fitzpatrick" not in df.columns:
+        df["fitzpatrick"] = ""
+    return df
+
+
+def _check_row(row: dict, classes: list[str] | None, mapping: Mapping) -> tuple[str, str] | None:
+    """First problem with a row's text fields as (reason, detail), or None."""
+    for col in CORE:
+        if not _is_valid_text(row[col]):
+            return f"{col}_invalid_utf8", f"{col} is not valid UTF-8 text."
+    for col in ("case_id", "patient_id", "clinic"):
+        if not row[col].strip():
+            return f"{col}_missing", f"{col} is empty."
+    if len(row["note"]) > MAX_NOTE_CHARS:
+        return "note_too_long", f"note has {len(row['note']):,} characters; the limit is {MAX_NOTE_CHARS:,}."
+    if not row["label"].strip():
+        return "label_missing", "label is empty."
+    if classes is not None and _resolve_label(row["label"], classes, mapping) is None:
+        return "label_unknown", f"label {row['label']!r} is not one of the classes {classes}."
+    return None
+
+
+def _resolve_label(raw: str, classes: list[str], mapping: Mapping) -> str | None:
+    label = mapping.labels.get(raw.strip(), raw.strip())
+    if label in classes:
+        return label
+    folded = [c for c in classes if c.casefold() == label.casefold()]
+    return folded[0] if len(folded) == 1 else None
+
+
+def _image_check(raw: str, root: Path) -> tuple[str, object]:
+    try:
+        checked = check_image(raw, root)
+        load_rgb(checked.path, size=8)  # the conversion every consumer will use must work
+        return "ok", checked
+    except ImageRejected as exc:
+        return "rejected", exc
+    except Exception as exc:  # a decoder failure Pillow does not classify
+        return "rejected", ImageRejected("image_unreadable", f"image cannot be converted to RGB ({exc}): {raw!r}.")
+
+
+def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int = 4,
+             progress=None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Split manifest rows into accepted cases and rejected rows; returns (cases, rejected, classes)."""
+    df = _canonical_columns(df, mapping)
+    classes = mapping.classes
+    if classes is None:  # no declared taxonomy: the labels present define it
+        labels = {mapping.labels.get(v.strip(), v.strip()) for v in df["label"] if v.strip() and _is_valid_text(v)}
+        classes = sorted(labels)
+    rows = df.to_dict("records")
+    rejected: list[dict] = []
+    accepted: list[dict] = []
+    seen_ids: dict[str, int] = {}
+    for i, row in enumerate(rows, start=1):
+        problem = _check_row(row, classes, mapping)
+        case_id = row["case_id"].strip()
+        if problem is None and case_id in seen_ids:
+            problem = ("duplicate_case_id", f"case_id {case_id!r} already used by row {seen_ids[case_id]}.")
+        if problem:
+            rejected.append({"source_row": i, "case_id": case_id if _is_valid_text(case_id) else None,
+                             "reason": problem[0], "detail": problem[1]})
+            continue
+        seen_ids[case_id] = i
+        accepted.append({"source_row": i, **row})
+
+    with ThreadPoolExecutor(workers) as pool:
+        checks = []
+        for status in pool.map(lambda r: _image_check(r["image_path"], image_root), accepted):
+            checks.append(status)
+            progress and progress(1)
+    cases: list[dict] = []
+    for row, (status, value) in zip(accepted, checks):
+        if status == "rejected":
+            rejected.append({"source_row": row["source_row"], "case_id": row["case_id"].strip(),
+                             "reason": value.reason, "detail": value.detail})
+            continue
+        fitz, fitz_flag = parse_fitzpatrick(row["fitzpatrick"])
+        flags = [f for f in (fitz_flag, None if row["note"].strip() else "empty_note",
+                             None if value.mode == "RGB" else f"image_converted:{value.mode}") if f]
+        extra = {k: _json_value(v) for k, v in row.items() if k not in CORE and k != "source_row"}
+        cases.append({"source_row": row["source_row"], "case_id": row["case_id"].strip(), "patient_id": row["patient_id"].strip(),
+                      "clinic": row["clinic"].strip(), "image_path": str(value.path), "image_sha256": value.sha256,
+                      "note": row["note"].strip(), "label": _resolve_label(row["label"], classes, mapping),
+                      "fitzpatrick": fitz, "flags": flags, "extra": json.dumps(extra, sort_keys=True)})
+    cases_df = pd.DataFrame(cases, columns=["source_row", "case_id", "patient_id", "clinic", "image_path", "image_sha256",
+                                            "note", "label", "fitzpatrick", "flags", "extra"])
+    # One patient, one image, two labels: nobody can tell which is right, so keep neither.
+    n_labels = cases_df.groupby(["patient_id", "image_sha256"])["label"].transform("nunique")
+    conflict = cases_df[n_labels > 1]
+    for r in conflict.itertuples():
+        others = conflict[(conflict.patient_id == r.patient_id) & (conflict.image_sha256 == r.image_sha256)]
+        rejected.append({"source_row": r.source_row, "case_id": r.case_id, "reason": "label_conflict",
+                         "detail": f"patient {r.patient_id!r} has this image under labels "
+                                   f"{sorted(set(others.label))} (rows {sorted(others.source_row)})."})
+    cases_df = cases_df[n_labels <= 1].sort_values("source_row").drop(columns="source_row").reset_index(drop=True)
+    cases_df["fitzpatrick"] = cases_df["fitzpatrick"].astype("Int8")
+    rejected_df = pd.DataFrame(rejected, columns=["source_row", "case_id", "reason", "detail"])
+    rejected_df = rejected_df.sort_values("source_row").reset_index(drop=True)
+    return cases_df, rejected_df, classes
+
+
+def fingerprint(info: dict, cases: pd.DataFrame, rejected: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({k: info.get(k) for k in ("classes", "urgent_classes", "heldout_clinic", "simulated",
+                                                   "image_root")}, sort_keys=True, default=str).encode())
+    h.update(cases.astype(str).to_csv(index=False).encode())
+    h.update(rejected.astype(str).to_csv(index=False).encode())
+    return h.hexdigest()
+
+
+def ingest(store, dataset: str, manifest: Path, mapping_path: Path | None = None,
+           image_root: Path | None = None, progress=None) -> IngestResult:
+    """Validate a manifest and write it as ``dataset``; a no-op if nothing changed."""
+    manifest = Path(manifest).resolve()
+    image_root = Path(image_root).resolve() if image_root else manifest.parent
+    if not image_root.is_dir():
+        raise ManifestError(f"Image root {image_root} is not a folder.")
+    mapping = Mapping.load(mapping_path, sidecar=manifest.parent / "dataset.json")
+    df = read_manifest(manifest)
+    if df.empty:
+        raise ManifestError(f"The manifest {manifest} has no data rows.")
+    cases, rejected, classes = validate(df, mapping, image_root, progress=progress)
+    for name in mapping.urgent_classes or []:
+        if name not in classes:
+            raise ManifestError(f"urgent class {name!r} is not one of the classes {classes}.")
+    info = {"dataset": dataset, "manifest_path": str(manifest), "image_root": str(image_root),
+            "classes": classes, "urgent_classes": mapping.urgent_classes,
+            "heldout_clinic": mapping.heldout_clinic, "simulated": mapping.simulated}
+    info["fingerprint"] = fingerprint(info, cases, rejected)
+    changed = store.dataset_fingerprint(dataset) != info["fingerprint"]
+    if changed:
+        store.replace_dataset(info, cases, rejected)
+    return IngestResult(dataset, len(cases), len(rejected), rejected["reason"].value_counts().to_dict(),
+                        changed, classes)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One command for everything: ./run.sh [all|test|synth|ingest|serve|env] (see ./run.sh --help).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DATA_DIR="${TRIAGE_DATA:-data/dermsynth}"
+DB="${TRIAGE_DB:-data/triage.duckdb}"
+DATASET="${TRIAGE_DATASET:-dermsynth}"
+PORT="${TRIAGE_PORT:-8501}"
+ADDRESS="${TRIAGE_ADDRESS:-127.0.0.1}"
+PYTHON="${PYTHON:-python3}"
+# The environment lives outside the clone, keyed on requirements.txt, so a clean clone
+# (as in CI) reuses it instead of reinstalling several GB.
+REQ_KEY=$(sha256sum requirements.txt | cut -c1-16)
+VENV="${TRIAGE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/skin-triage/venv-$REQ_KEY}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+usage() {
+  cat <<USAGE
+Usage: ./run.sh [command]
+
+  all (default)  set up, simulate DermSynth-14k (once), ingest it, serve the dashboard
+  test           set up, then run the whole test suite
+  synth          simulate DermSynth-14k into \$TRIAGE_DATA (default data/dermsynth)
+  ingest         ingest \$TRIAGE_DATA/manifest.csv into \$TRIAGE_DB (default data/triage.duckdb)
+  serve          serve the dashboard on http://\$TRIAGE_ADDRESS:\$TRIAGE_PORT (default 127.0.0.1:8501)
+  env            only create or check the Python environment (\$TRIAGE_VENV, default under ~/.cache)
+
+The default dataset is simulated: its results are not clinical evidence.
+USAGE
+}
+
+ensure_env() {
+  if [ ! -f "$VENV/.complete" ]; then
+    echo "[run.sh] creating the environment in $VENV (first run only)"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -qq -r requirements.txt
+    touch "$VENV/.complete"
+  fi
+  PY="$VENV/bin/python"
+}
+
+synth() {
+  if [ -f "$DATA_DIR/manifest.csv" ]; then
+    echo "[run.sh] $DATA_DIR already holds a dataset; delete it to regenerate"
+  else
+    "$PY" -m data_store synth --out "$DATA_DIR"
+  fi
+}
+
+ingest() { "$PY" -m data_store ingest --db "$DB" --dataset "$DATASET" --manifest "$DATA_DIR/manifest.csv"; }
+
+serve() {
+  echo "[run.sh] dashboard on http://$ADDRESS:$PORT (store: $DB)"
+  TRIAGE_DB="$DB" exec "$PY" -m streamlit run dashboard/Home.py --server.address "$ADDRESS" \
+    --server.port "$PORT" --server.headless true --browser.gatherUsageStats false
+}
+
+case "${1:-all}" in
+  -h|--help|help) usage ;;
+  env) ensure_env; echo "[run.sh] environment ready: $VENV" ;;
+  test) ensure_env; shift; exec "$PY" -m pytest "$@" ;;
+  synth) ensure_env; synth ;;
+  ingest) ensure_env; ingest ;;
+  serve) ensure_env; serve ;;
+  all) ensure_env; synth; ingest; serve ;;
+  *) usage >&2; exit 2 ;;
+esac

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from data_store.store import TriageStore
+
+HOME = str(Path(__file__).resolve().parents[2] / "dashboard" / "Home.py")
+
+
+def test_home_shows_the_dataset_summary(synth_store, monkeypatch):
+    monkeypatch.setenv("TRIAGE_DB", str(synth_store))
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    assert not at.exception
+    with TriageStore(synth_store, read_only=True) as store:
+        info = store.read_dataset("dermsynth")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Cases"] == f"{info['n_cases']:,}"
+    assert metrics["Rejected rows"] == f"{info['n_rejected']:,}"
+    assert metrics["Clinics"] == "7" and metrics["Held-out clinic"] == "clinic_7"
+    assert any("simulated" in w.value for w in at.warning)
+
+
+def test_home_without_a_store_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIAGE_DB", str(tmp_path / "none.duckdb"))
+    at = AppTest.from_file(HOME, default_timeout=30).run()
+    assert not at.exception
+    assert "./run.sh" in at.info[0].value

@@ -1,0 +1,56 @@
+import json
+
+import pandas as pd
+import pytest
+
+from data_store.store import SCHEMA_VERSION, StoreError, TriageStore
+
+
+def _rows():
+    cases = pd.DataFrame({
+        "case_id": ["a", "b"], "patient_id": ["p1", "p2"], "clinic": ["x", "y"],
+        "image_path": ["/i/a.jpg", "/i/b.jpg"], "image_sha256": ["0" * 64, "1" * 64],
+        "note": ["Red, itchy.", ""], "label": ["k1", "k2"], "fitzpatrick": pd.array([3, None], dtype="Int8"),
+        "flags": [[], ["empty_note", "fitzpatrick_unknown"]], "extra": [json.dumps({"age": 4}), "{}"]})
+    rejected = pd.DataFrame({"source_row": [3], "case_id": ["c"], "reason": ["label_missing"],
+                             "detail": ["label is empty."]})
+    info = {"dataset": "d", "manifest_path": "/m.csv", "image_root": "/i", "classes": ["k1", "k2"],
+            "urgent_classes": ["k2"], "heldout_clinic": "y", "simulated": False, "fingerprint": "f"}
+    return info, cases, rejected
+
+
+def test_round_trip(tmp_path):
+    info, cases, rejected = _rows()
+    with TriageStore(tmp_path / "s.duckdb") as store:
+        store.replace_dataset(info, cases, rejected)
+    with TriageStore(tmp_path / "s.duckdb", read_only=True) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        got = store.read_cases("d")
+        assert got["case_id"].tolist() == ["a", "b"]
+        assert got["note"].tolist() == ["Red, itchy.", ""]
+        assert got["fitzpatrick"].iloc[0] == 3 and pd.isna(got["fitzpatrick"].iloc[1])
+        assert [list(f) for f in got["flags"]] == [[], ["empty_note", "fitzpatrick_unknown"]]
+        assert json.loads(got["extra"].iloc[0]) == {"age": 4}
+        d = store.read_dataset("d")
+        assert (d["n_cases"], d["n_rejected"], list(d["classes"]), d["heldout_clinic"]) == (2, 1, ["k1", "k2"], "y")
+        assert store.count_cases("d", "clinic")["n"].tolist() == [1, 1]
+        assert store.count_rejected("d").to_dict("records") == [{"reason": "label_missing", "n": 1}]
+
+
+def test_replace_is_whole(tmp_path):
+    info, cases, rejected = _rows()
+    with TriageStore(tmp_path / "s.duckdb") as store:
+        store.replace_dataset(info, cases, rejected)
+        store.replace_dataset({**info, "fingerprint": "g"}, cases.head(1), rejected.head(0))
+        assert len(store.read_cases("d")) == 1 and store.read_rejected("d").empty
+        assert store.dataset_fingerprint("d") == "g"
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(StoreError, match="No store at"):
+        TriageStore(tmp_path / "missing.duckdb", read_only=True)
+    with TriageStore(tmp_path / "s.duckdb") as store:
+        with pytest.raises(StoreError, match="No dataset named 'nope'"):
+            store.read_dataset("nope")
+        with pytest.raises(ValueError, match="by must be one of"):
+            store.count_cases("d", "note; DROP TABLE cases")
