@@ -21,7 +21,7 @@ def _synth(args: argparse.Namespace) -> int:
     cfg = SynthConfig(n=args.n, seed=args.seed, image_size=args.image_size, tone_effect=args.tone_effect,
                       ambiguous_rate=args.ambiguous_rate, label_noise=args.label_noise)
     start = time.perf_counter()
-    with tqdm(total=cfg.n, desc="rendering", unit="img") as bar:
+    with tqdm(total=cfg.n, desc="rendering", unit="img", mininterval=1) as bar:
         manifest = generate(cfg, Path(args.out), workers=args.workers, progress=bar.update)
     print(f"wrote {len(manifest):,} cases to {args.out} in {time.perf_counter() - start:.1f} s "
           "(simulated data: not clinical evidence)")
@@ -32,9 +32,12 @@ def _ingest(args: argparse.Namespace) -> int:
     from data_store.ingest import ingest
     from data_store.store import TriageStore
 
-    with TriageStore(args.db) as store, tqdm(desc="checking images", unit="img") as bar:
+    with TriageStore(args.db) as store, tqdm(desc="checking images", unit="img", mininterval=1) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done)
         result = ingest(store, args.dataset, Path(args.manifest), Path(args.mapping) if args.mapping else None,
-                        Path(args.image_root) if args.image_root else None, progress=bar.update)
+                        Path(args.image_root) if args.image_root else None, progress=progress)
     state = "written" if result.changed else "unchanged (same content already in the store)"
     print(f"dataset {result.dataset!r}: {state}")
     print(f"  classes: {', '.join(result.classes)}")

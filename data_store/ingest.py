@@ -229,7 +229,7 @@ def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int 
         checks = []
         for status in pool.map(lambda r: _image_check(r["image_path"], image_root), accepted):
             checks.append(status)
-            progress and progress(1)
+            progress and progress(1, len(accepted))
     cases: list[dict] = []
     for row, (status, value) in zip(accepted, checks):
         if status == "rejected":
@@ -290,6 +290,9 @@ def ingest(store, dataset: str, manifest: Path, mapping_path: Path | None = None
             "heldout_clinic": mapping.heldout_clinic, "simulated": mapping.simulated}
     info["fingerprint"] = fingerprint(info, cases, rejected)
     changed = store.dataset_fingerprint(dataset) != info["fingerprint"]
+    if changed and store.dataset_has_runs(dataset):
+        raise ManifestError(f"Dataset {dataset!r} has changed but runs were trained on it; ingest the new "
+                            "manifest under another --dataset name so those runs keep their cases.")
     if changed:
         store.replace_dataset(info, cases, rejected)
     return IngestResult(dataset, len(cases), len(rejected), rejected["reason"].value_counts().to_dict(),

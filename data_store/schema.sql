@@ -45,3 +45,39 @@ CREATE TABLE IF NOT EXISTS rejected_rows (
     reason      VARCHAR NOT NULL,           -- short reason code, e.g. image_missing
     detail      VARCHAR NOT NULL            -- the full sentence shown to people
 );
+
+-- One row per `python -m trainer fit`.
+CREATE TABLE IF NOT EXISTS runs (
+    run_id          VARCHAR PRIMARY KEY,
+    dataset         VARCHAR NOT NULL,
+    status          VARCHAR NOT NULL,       -- running -> complete | failed (set in the final transaction)
+    created_at      TIMESTAMP NOT NULL,
+    finished_at     TIMESTAMP,
+    config          JSON NOT NULL,          -- the full FitConfig plus code version: enough to reproduce the run
+    classes         VARCHAR[] NOT NULL,     -- ordered class names; every probs vector follows this order
+    heldout_clinic  VARCHAR NOT NULL,
+    timings         JSON,                   -- seconds per stage
+    artifacts_dir   VARCHAR,                -- checkpoints (safetensors + JSON config) of this run
+    error           VARCHAR                 -- why a failed run failed
+);
+
+-- Which split each case of a run's dataset fell in.
+CREATE TABLE IF NOT EXISTS splits (
+    run_id   VARCHAR NOT NULL,
+    case_id  VARCHAR NOT NULL,
+    split    VARCHAR NOT NULL,              -- train | val | calib | test
+    PRIMARY KEY (run_id, case_id)
+);
+
+-- One row per model and case of val, calib and test.
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,          -- text_only | image_only | late_fusion | cross_attention | unified
+    case_id      VARCHAR NOT NULL,
+    split        VARCHAR NOT NULL,
+    y_true       VARCHAR NOT NULL,          -- class name
+    y_pred       VARCHAR NOT NULL,          -- class name (argmax of probs)
+    probs        DOUBLE[] NOT NULL,         -- sums to 1, in runs.classes order
+    defer_score  DOUBLE,                    -- NULL until calibration fills it
+    PRIMARY KEY (run_id, model, case_id)
+);

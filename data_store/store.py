@@ -124,6 +124,60 @@ class TriageStore:
             f"SELECT {by}, count(*) AS n FROM cases WHERE dataset = ? GROUP BY {by} ORDER BY {by}",
             [dataset]).df()
 
+    def dataset_has_runs(self, dataset: str) -> bool:
+        return self.con.execute("SELECT count(*) FROM runs WHERE dataset = ?", [dataset]).fetchone()[0] > 0
+
+    # ---- runs ---------------------------------------------------------------------
+    def start_run(self, run_id: str, dataset: str, config_json: str, classes: list[str],
+                  heldout_clinic: str, artifacts_dir: str) -> None:
+        self.con.execute("INSERT INTO runs VALUES (?, ?, 'running', now(), NULL, ?, ?, ?, NULL, ?, NULL)",
+                         [run_id, dataset, config_json, list(classes), heldout_clinic, artifacts_dir])
+
+    def finish_run(self, run_id: str, splits: pd.DataFrame, predictions: pd.DataFrame, timings_json: str) -> None:
+        """Write splits and predictions and mark the run complete, in one transaction."""
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            con.execute("DELETE FROM splits WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM predictions WHERE run_id = ?", [run_id])
+            con.register("new_splits", splits)
+            con.execute("INSERT INTO splits SELECT ?, case_id, split FROM new_splits", [run_id])
+            con.unregister("new_splits")
+            con.register("new_predictions", predictions)
+            con.execute("""INSERT INTO predictions SELECT ?, model, case_id, split, y_true, y_pred,
+                           probs::DOUBLE[], NULL FROM new_predictions""", [run_id])
+            con.unregister("new_predictions")
+            con.execute("""UPDATE runs SET status = 'complete', finished_at = now(), timings = ?
+                           WHERE run_id = ?""", [timings_json, run_id])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        self.con.execute("UPDATE runs SET status = 'failed', finished_at = now(), error = ? WHERE run_id = ?",
+                         [error[:2000], run_id])
+
+    def list_runs(self) -> pd.DataFrame:
+        return self.con.execute("SELECT * FROM runs ORDER BY created_at DESC, run_id DESC").df()
+
+    def read_run(self, run_id: str) -> dict:
+        df = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
+        if df.empty:
+            raise StoreError(f"No run {run_id!r} in {self.path}.")
+        return df.iloc[0].to_dict()
+
+    def read_splits(self, run_id: str) -> pd.DataFrame:
+        return self.con.execute("SELECT case_id, split FROM splits WHERE run_id = ? ORDER BY case_id",
+                                [run_id]).df()
+
+    def read_predictions(self, run_id: str, model: str | None = None) -> pd.DataFrame:
+        if model is None:
+            return self.con.execute("SELECT * FROM predictions WHERE run_id = ? ORDER BY model, case_id",
+                                    [run_id]).df()
+        return self.con.execute("SELECT * FROM predictions WHERE run_id = ? AND model = ? ORDER BY case_id",
+                                [run_id, model]).df()
+
     def count_rejected(self, dataset: str) -> pd.DataFrame:
         return self.con.execute(
             """SELECT reason, count(*) AS n FROM rejected_rows WHERE dataset = ?

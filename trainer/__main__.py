@@ -1,0 +1,61 @@
+"""Command line: ``python -m trainer fit ...``."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from trainer.config import MODEL_NAMES, PRESETS
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from trainer.config import load_config
+    from trainer.fit import fit
+
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
+    cfg = load_config(args.config, preset=args.preset, seed=args.seed, models=models,
+                      heldout_clinic=args.heldout_clinic, text_encoder=args.text_encoder,
+                      image_encoder=args.image_encoder, cache_dir=args.cache_dir)
+    run_id = fit(args.db, args.dataset, cfg, log=lambda msg: print(msg, file=sys.stderr))
+    print(run_id)  # the last line: scripts read the run id from here
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer",
+                                     description="Train, calibrate and explain triage models on a stored dataset.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="train the models on a dataset and store a run",
+                       description="Train text-only and image-only baselines and three fusion models on every "
+                                   "clinic but the held-out one; print the run_id as the last line.")
+    f.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    f.add_argument("--dataset", required=True, help="dataset name in the store")
+    f.add_argument("--heldout-clinic", help="clinic used as the test set (default: the one the dataset declares)")
+    f.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all); "
+                                    "late_fusion brings text_only and image_only")
+    f.add_argument("--seed", type=int, help="random seed (default 0)")
+    f.add_argument("--preset", default="default", choices=sorted(PRESETS),
+                   help="quick: a few hundred cases at small size, for tests (default: default)")
+    f.add_argument("--config", help="YAML/JSON file of FitConfig settings (see trainer/config.py)")
+    f.add_argument("--text-encoder", help="Hugging Face name or local folder (default: all-MiniLM-L6-v2, offline)")
+    f.add_argument("--image-encoder", help="'cnn' (default, trained from scratch) or "
+                                           "'open_clip:<model>:<pretrained tag or checkpoint>' or "
+                                           "'open_clip:local-dir:<folder>'")
+    f.add_argument("--cache-dir", help="feature cache folder (default data/cache)")
+    f.set_defaults(func=_fit)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError, OSError) as exc:  # user-facing: no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

