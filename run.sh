@@ -19,10 +19,11 @@ usage() {
   cat <<USAGE
 Usage: ./run.sh [command]
 
-  all (default)  set up, simulate DermSynth-14k (once), ingest it, serve the dashboard
+  all (default)  set up, simulate DermSynth-14k (once), ingest it, train (once), serve the dashboard
   test           set up, then run the whole test suite
   synth          simulate DermSynth-14k into \$TRIAGE_DATA (default data/dermsynth)
   ingest         ingest \$TRIAGE_DATA/manifest.csv into \$TRIAGE_DB (default data/triage.duckdb)
+  fit            train the five models on the held-out clinic (python -m trainer fit; see docs/BENCHMARKS.md for its time)
   serve          serve the dashboard on http://\$TRIAGE_ADDRESS:\$TRIAGE_PORT (default 127.0.0.1:8501)
   env            only create or check the Python environment (\$TRIAGE_VENV, default under ~/.cache)
 
@@ -51,6 +52,19 @@ synth() {
 
 ingest() { "$PY" -m data_store ingest --db "$DB" --dataset "$DATASET" --manifest "$DATA_DIR/manifest.csv"; }
 
+fit() { "$PY" -m trainer fit --db "$DB" --dataset "$DATASET"; }
+
+fit_once() {
+  if "$PY" -c "import sys; from data_store.store import TriageStore
+with TriageStore(sys.argv[1], read_only=True) as s:
+    runs = s.list_runs()
+    sys.exit(0 if ((runs.dataset == sys.argv[2]) & (runs.status == 'complete')).any() else 1)" "$DB" "$DATASET"; then
+    echo "[run.sh] a complete run of $DATASET exists; './run.sh fit' trains a new one"
+  else
+    fit
+  fi
+}
+
 serve() {
   echo "[run.sh] dashboard on http://$ADDRESS:$PORT (store: $DB)"
   TRIAGE_DB="$DB" exec "$PY" -m streamlit run dashboard/Home.py --server.address "$ADDRESS" \
@@ -63,7 +77,8 @@ case "${1:-all}" in
   test) ensure_env; shift; exec "$PY" -m pytest "$@" ;;
   synth) ensure_env; synth ;;
   ingest) ensure_env; ingest ;;
+  fit) ensure_env; fit ;;
   serve) ensure_env; serve ;;
-  all) ensure_env; synth; ingest; serve ;;
+  all) ensure_env; synth; ingest; fit_once; serve ;;
   *) usage >&2; exit 2 ;;
 esac

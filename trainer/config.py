@@ -26,15 +26,17 @@ class FitConfig:
     max_tokens: int = 64
     image_size: int = 64
     max_cases: int | None = None  # subsample (stratified by split) for quick runs
-    # Training.
-    epochs: int = 12
+    # Training. epochs: the models on top of the encoders; encoder_epochs: the CNN trained
+    # from scratch; unified_epochs: the CLIP trained contrastively.
+    epochs: int = 10
+    encoder_epochs: int = 8
     patience: int = 3
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
     modality_dropout: float = 0.15  # chance per case and modality of hiding it during training
     hidden: int = 128
-    unified_epochs: int = 10
+    unified_epochs: int = 6
     unified_embed_dim: int = 64
     threads: int = 2
     cache_dir: str = "data/cache"
@@ -58,7 +60,7 @@ class FitConfig:
 PRESETS = {
     "default": {},
     # A few hundred cases at a small image size: every model in well under a minute on 2 cores.
-    "quick": {"max_cases": 360, "image_size": 32, "epochs": 4, "patience": 2, "hidden": 64,
+    "quick": {"max_cases": 360, "image_size": 32, "epochs": 4, "encoder_epochs": 4, "patience": 2, "hidden": 64,
               "unified_epochs": 3, "unified_embed_dim": 32, "max_tokens": 48, "batch_size": 32},
 }
 

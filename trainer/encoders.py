@@ -60,37 +60,41 @@ class TextEncoder:
         """Token features (n, max_tokens, dim) float16 and the attention mask (n, max_tokens) bool."""
         feats = np.zeros((len(notes), self.max_tokens, self.dim), np.float16)
         mask = np.zeros((len(notes), self.max_tokens), bool)
+        # Batches of similar length waste little compute on padding.
+        order = np.argsort([len(n) for n in notes], kind="stable")
         for start in range(0, len(notes), batch_size):
-            batch = self.tokenize(notes[start:start + batch_size])
+            rows = order[start:start + batch_size]
+            batch = self.tokenize([notes[i] for i in rows])
             out = self.model(**batch).last_hidden_state  # (batch, tokens, dim)
-            n, length = out.shape[:2]
-            feats[start:start + n, :length] = out.numpy().astype(np.float16)
-            mask[start:start + n, :length] = batch["attention_mask"].numpy().astype(bool)
-            progress and progress(len(out))
+            length = out.shape[1]
+            feats[rows, :length] = out.numpy().astype(np.float16)
+            mask[rows, :length] = batch["attention_mask"].numpy().astype(bool)
+            progress and progress(len(rows))
         return feats, mask
 
 
 class SmallCNN(nn.Module):
-    """Four conv blocks; ``forward`` gives a pooled vector, ``tokens`` the patch grid."""
+    """A compact CNN for photos, trained from scratch: four conv blocks (one 3x3 conv,
+    batch norm, ReLU, 2x2 max-pool each). ``tokens`` gives the patch grid, ``forward``
+    class logits from a linear head, used while the encoder is trained."""
 
-    def __init__(self, width: int = 32, out_dim: int = 128):
+    def __init__(self, n_classes: int, widths: tuple[int, ...] = (24, 48, 96, 128)):
         super().__init__()
-        chans = [3, width, width * 2, width * 3, out_dim]
-        blocks = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        blocks, c_in = [], 3
+        for c_out in widths:
             blocks += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-                       nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
                        nn.MaxPool2d(2)]
+            c_in = c_out
         self.body = nn.Sequential(*blocks)
-        self.out_dim = out_dim
+        self.out_dim = widths[-1]
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(self.out_dim, n_classes))
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) in [0, 1] -> (batch, H/16 * W/16, out_dim)."""
-        fmap = self.body(images - 0.5)
-        return fmap.flatten(2).transpose(1, 2)
+        return self.body(images - 0.5).flatten(2).transpose(1, 2)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.tokens(images).mean(1)
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.head(self.tokens(batch["images"]).mean(1))
 
 
 class OpenClipImageEncoder:

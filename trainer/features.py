@@ -29,7 +29,10 @@ class Features:
     text_tokens: np.ndarray  # (n, L, d) float16
     text_mask: np.ndarray  # (n, L) bool
     text_present: np.ndarray  # (n,) bool: False for empty notes
-    image_emb: np.ndarray | None = None  # (n, d) from a frozen open_clip tower
+    image_tokens: np.ndarray | None = None  # (n, P, d) from the image encoder (CNN grid or open_clip)
+    clip_tokens: np.ndarray | None = None  # (n, context) int64, open_clip's tokenisation of the notes
+    clip_img: np.ndarray | None = None  # (n, E) joint-embedding photo vectors of the trained CLIP
+    clip_txt: np.ndarray | None = None  # (n, E) joint-embedding note vectors
 
 
 @dataclass
@@ -42,7 +45,8 @@ def _key(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-def _cached(path: Path, compute, stats: CacheStats) -> dict[str, np.ndarray]:
+def cached_arrays(path: Path, compute, stats: CacheStats) -> dict[str, np.ndarray]:
+    """Load ``path`` if it exists, else compute, save atomically and return the arrays."""
     if path.exists():
         stats.hits += 1
         return load_file(str(path))
@@ -74,22 +78,22 @@ def build_features(cases, fingerprint: str, cfg, text_encoder, image_encoder=Non
     notes = cases["note"].fillna("").astype(str).tolist()
     paths = cases["image_path"].tolist()
 
-    images = _cached(cache / f"images-{content}-{cfg.image_size}.safetensors",
+    images = cached_arrays(cache / f"images-{content}-{cfg.image_size}.safetensors",
                      lambda: {"images": load_images(paths, cfg.image_size)}, stats)["images"]
 
     def encode_text():
         with tqdm(total=len(notes), desc="encoding notes", unit="note", mininterval=1) as bar:
             tokens, mask = text_encoder.encode(notes, progress=bar.update)
         return {"tokens": tokens, "mask": mask}
-    text = _cached(cache / f"text-{content}-{text_encoder.identity()}.safetensors", encode_text, stats)
+    text = cached_arrays(cache / f"text-{content}-{text_encoder.identity()}.safetensors", encode_text, stats)
 
-    image_emb = None
+    image_tokens = None
     if image_encoder is not None:
         def encode_images():
             pixels = load_images(paths, image_encoder.image_size, desc="decoding photos for open_clip")
             with tqdm(total=len(paths), desc="encoding photos", unit="img", mininterval=1) as bar:
                 return {"emb": image_encoder.encode(pixels, progress=bar.update)}
-        image_emb = _cached(cache / f"openclip-{content}-{image_encoder.identity()}.safetensors",
-                            encode_images, stats)["emb"]
+        image_tokens = cached_arrays(cache / f"openclip-{content}-{image_encoder.identity()}.safetensors",
+                               encode_images, stats)["emb"][:, None, :]  # one token per photo
     present = np.asarray([bool(n.strip()) for n in notes])
-    return Features(np.asarray(ids), notes, images, text["tokens"], text["mask"], present, image_emb)
+    return Features(np.asarray(ids), notes, images, text["tokens"], text["mask"], present, image_tokens)

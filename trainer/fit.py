@@ -6,6 +6,7 @@ results in one transaction), so a dashboard can read it while training runs.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 import uuid
@@ -19,13 +20,14 @@ import torch
 
 from data_store.splits import make_splits
 from data_store.store import TriageStore
-from trainer.checkpoints import export_open_clip, save_checkpoint
+from trainer.checkpoints import save_checkpoint
 from trainer.config import FitConfig
 from trainer.encoders import OpenClipImageEncoder, TextEncoder
 from trainer.features import CacheStats, build_features
 from trainer.models import build_model
-from trainer.train import Inputs, class_weights, predict_logits, train_classifier
 from trainer.models.unified import tiny_clip_config
+from trainer.pretrain import clip_embeddings, cnn_image_tokens
+from trainer.train import Inputs, class_weights, predict_logits, train_classifier
 
 EVAL_SPLITS = ("val", "calib", "test")
 
@@ -70,14 +72,16 @@ def code_version() -> str:
         return "unknown"
 
 
-def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_encoder) -> dict:
-    spec = {"name": name, "n_classes": n_classes, "text_dim": text_dim, "hidden": cfg.hidden,
-            "image": "cnn" if image_encoder is None else cfg.image_encoder,
-            "image_dim": None if image_encoder is None else image_encoder.dim}
-    if name == "unified":
-        spec.update(clip="tiny", embed_dim=cfg.unified_embed_dim,
-                    clip_cfg=tiny_clip_config(cfg.image_size, cfg.unified_embed_dim, cfg.max_tokens))
-    return spec
+def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_dim: int) -> dict:
+    return {"name": name, "n_classes": n_classes, "text_dim": text_dim, "hidden": cfg.hidden,
+            "image_encoder": cfg.image_encoder, "image_dim": image_dim, "embed_dim": cfg.unified_embed_dim,
+            "text_encoder": cfg.text_encoder}
+
+
+def clip_spec(cfg: FitConfig, n_classes: int) -> dict:
+    """The tiny CLIP trained from scratch for the unified model."""
+    return {"name": "clip_encoder", "n_classes": n_classes, "clip": "tiny", "embed_dim": cfg.unified_embed_dim,
+            "clip_cfg": tiny_clip_config(cfg.image_size, cfg.unified_embed_dim, cfg.max_tokens)}
 
 
 def _probs(logits: np.ndarray) -> np.ndarray:
@@ -118,7 +122,7 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
         timings["features"] = time.perf_counter() - t0
         log(f"features ready in {timings['features']:.1f} s (cache hits {stats.hits}, misses {stats.misses})")
         predictions = train_all(cfg, classes, cases, split, feats, text_encoder.dim, image_encoder,
-                                artifacts, timings, log)
+                                artifacts, timings, log, info["fingerprint"], stats)
         t = time.perf_counter()
         splits_df = pd.DataFrame({"case_id": split.index, "split": split.to_numpy()})
         with TriageStore(db) as store:
@@ -132,23 +136,69 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     return run_id
 
 
-def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd.Series, feats,
-              text_dim: int, image_encoder, artifacts: Path, timings: dict, log) -> pd.DataFrame:
-    """Train each requested model; returns prediction rows for val, calib and test."""
+def features_for_run(db: str | Path, run_id: str):
+    """Rebuild a stored run's inputs from the caches: (features, cases, split, run)."""
     import open_clip
 
+    with TriageStore(db, read_only=True) as store:
+        run = store.read_run(run_id)
+        info = store.read_dataset(run["dataset"])
+        cases = store.read_cases(run["dataset"])
+        split = store.read_splits(run_id).set_index("case_id")["split"]
+    config = json.loads(run["config"])
+    cfg = FitConfig.from_dict({k: v for k, v in config.items() if k not in ("code_version", "dataset_fingerprint")})
+    cases = cases.set_index("case_id").loc[split.index].reset_index()
+    classes = list(run["classes"])
+    image_encoder = None if cfg.image_encoder == "cnn" else OpenClipImageEncoder(
+        cfg.image_encoder.removeprefix("open_clip:"))
+    feats = build_features(cases, info["fingerprint"], cfg, TextEncoder(cfg.text_encoder, cfg.max_tokens),
+                           image_encoder)
     y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    where = {s: np.flatnonzero(split.to_numpy() == s) for s in ("train", "val", "calib", "test")}
-    eval_idx = np.concatenate([where[s] for s in EVAL_SPLITS])
-    clip_tokens = None
+    split_arr = split.to_numpy()
+    where = {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
+    stats = CacheStats()
+    if image_encoder is None:
+        feats.image_tokens, _ = cnn_image_tokens(feats, y, where, info["fingerprint"], split_arr, cfg,
+                                                 len(classes), stats)
     if "unified" in cfg.models:
-        clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
-    inputs = Inputs(feats, clip_tokens)
-    logits: dict[str, np.ndarray] = {}
+        feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
+        feats.clip_img, feats.clip_txt, _ = clip_embeddings(feats, y, where, info["fingerprint"], split_arr, cfg,
+                                                            clip_spec(cfg, len(classes)), stats)
+    return feats, cases, split, run, stats
+
+
+def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd.Series, feats,
+              text_dim: int, image_encoder, artifacts: Path, timings: dict, log,
+              fingerprint: str = "", stats: CacheStats | None = None) -> pd.DataFrame:
+    """Train the encoders (or reuse them), then each requested model; returns prediction
+    rows for val, calib and test."""
+    import open_clip
+
+    stats = stats if stats is not None else CacheStats()
+    y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    split_arr = split.to_numpy()
+    where = {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
+    eval_idx = np.concatenate([where[s] for s in EVAL_SPLITS])
     artifacts.mkdir(parents=True, exist_ok=True)
+    if image_encoder is None:  # the CNN: trained on this split once, then frozen and cached
+        t = time.perf_counter()
+        feats.image_tokens, cnn_dir = cnn_image_tokens(feats, y, where, fingerprint, split_arr, cfg, len(classes),
+                                                       stats, log)
+        shutil.copytree(cnn_dir, artifacts / "image_encoder", dirs_exist_ok=True)
+        timings["encoder:cnn"] = time.perf_counter() - t
+    image_dim = int(feats.image_tokens.shape[-1])
+    if "unified" in cfg.models:
+        t = time.perf_counter()
+        feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
+        feats.clip_img, feats.clip_txt, clip_dir = clip_embeddings(feats, y, where, fingerprint, split_arr, cfg,
+                                                                   clip_spec(cfg, len(classes)), stats, log)
+        shutil.copytree(clip_dir / "open_clip", artifacts / "unified_clip", dirs_exist_ok=True)
+        timings["encoder:clip"] = time.perf_counter() - t
+    inputs = Inputs(feats)
+    logits: dict[str, np.ndarray] = {}
     for name in cfg.models:
         t = time.perf_counter()
-        spec = model_spec(name, cfg, len(classes), text_dim, image_encoder)
+        spec = model_spec(name, cfg, len(classes), text_dim, image_dim)
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
         if name == "late_fusion":
@@ -160,22 +210,17 @@ def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd
                 logits[name] = model({"logp_text": logp["text_only"], "logp_image": logp["image_only"]}).numpy()
             history = [{"weights": model.weights.tolist()}]
         else:
-            epochs = cfg.unified_epochs if name == "unified" else cfg.epochs
-            model, history = train_classifier(model, inputs, y, where["train"], where["val"], cfg, epochs, name)
+            model, history = train_classifier(model, inputs, y, where["train"], where["val"], cfg, cfg.epochs, name)
             logits[name] = predict_logits(model, inputs, eval_idx)
         save_checkpoint(artifacts / name, model, spec, history)
-        if name == "unified":
-            export_open_clip(artifacts / "unified_clip", model.clip, spec["clip_cfg"])
         timings[f"train:{name}"] = time.perf_counter() - t
-        f1 = history[-1] if history else {}
-        log(f"{name}: trained in {timings[f'train:{name}']:.1f} s {f1}")
+        log(f"{name}: trained in {timings[f'train:{name}']:.1f} s; last epoch {history[-1] if history else {}}")
 
     rows = []
-    split_names = split.to_numpy()[eval_idx]
     ids = cases["case_id"].to_numpy()[eval_idx]
     y_true = np.asarray(classes)[y[eval_idx]]
     for name, lg in logits.items():
         p = _probs(lg.astype(np.float64))
-        rows.append(pd.DataFrame({"model": name, "case_id": ids, "split": split_names, "y_true": y_true,
+        rows.append(pd.DataFrame({"model": name, "case_id": ids, "split": split_arr[eval_idx], "y_true": y_true,
                                   "y_pred": np.asarray(classes)[p.argmax(1)], "probs": list(p)}))
     return pd.concat(rows, ignore_index=True)

@@ -14,41 +14,46 @@ from trainer.metrics import macro_f1
 
 
 class Inputs:
-    """Turns rows of ``Features`` into model batches (tensors), with modality dropout."""
+    """Turns rows of ``Features`` into model batches (tensors), with modality dropout.
 
-    def __init__(self, feats: Features, clip_tokens: np.ndarray | None = None, clip_size: int | None = None):
+    ``with_pixels`` adds the photos (for training the image encoders); heads read the
+    cached encoder outputs instead.
+    """
+
+    def __init__(self, feats: Features, with_pixels: bool = False):
         self.f = feats
-        self.clip_tokens = clip_tokens  # (n, context) int64, for the unified model
-        self.clip_size = clip_size
+        self.with_pixels = with_pixels
 
     def batch(self, idx: np.ndarray, rng: np.random.Generator | None = None, dropout: float = 0.0) -> dict:
         f = self.f
         text_present = f.text_present[idx].copy()
         image_present = np.ones(len(idx), bool)
-        images = torch.from_numpy(f.images[idx]).permute(0, 3, 1, 2).float() / 255  # (batch, 3, S, S)
         if rng is not None:
             # Hide one modality of some cases so that no model breaks when a note or photo is missing.
             hide = rng.random(len(idx)) < dropout
             which = rng.random(len(idx)) < 0.5
             text_present &= ~(hide & which)
             image_present &= ~(hide & ~which)
-            flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
-            images[flip] = images[flip].flip(-1)
-        images[torch.from_numpy(~image_present)] = 0.0
-        batch = {"images": images,
-                 "tokens": torch.from_numpy(f.text_tokens[idx].astype(np.float32)),
-                 "mask": torch.from_numpy(f.text_mask[idx]),
-                 "text_present": torch.from_numpy(text_present),
-                 "image_present": torch.from_numpy(image_present)}
-        if f.image_emb is not None:
-            batch["image_emb"] = torch.from_numpy(f.image_emb[idx].astype(np.float32))
-        if self.clip_tokens is not None:
-            clip_images = images
-            if self.clip_size and self.clip_size != images.shape[-1]:
-                clip_images = nn.functional.interpolate(images, size=self.clip_size, mode="bilinear",
-                                                        align_corners=False)
-            batch["clip_images"] = clip_images
-            batch["clip_tokens"] = torch.from_numpy(self.clip_tokens[idx])
+        batch = {"text_present": torch.from_numpy(text_present), "image_present": torch.from_numpy(image_present)}
+        if f.text_tokens is not None:
+            mask = f.text_mask[idx]
+            # Cut the padding every note of this batch shares: attention costs scale with length.
+            length = max(1, int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1)
+            batch["tokens"] = torch.from_numpy(f.text_tokens[idx, :length].astype(np.float32))  # (batch, L, d)
+            batch["mask"] = torch.from_numpy(mask[:, :length])
+        for name in ("image_tokens", "clip_img", "clip_txt"):
+            value = getattr(f, name)
+            if value is not None:
+                batch[name] = torch.from_numpy(value[idx].astype(np.float32))
+        if self.with_pixels:
+            images = torch.from_numpy(f.images[idx]).permute(0, 3, 1, 2).float() / 255  # (batch, 3, S, S)
+            if rng is not None:
+                flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
+                images[flip] = images[flip].flip(-1)
+            images[torch.from_numpy(~image_present)] = 0.0
+            batch["images"] = batch["clip_images"] = images
+            if f.clip_tokens is not None:
+                batch["clip_tokens"] = torch.from_numpy(f.clip_tokens[idx])
         return batch
 
 
@@ -60,7 +65,7 @@ def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def _loss(model: nn.Module, batch: dict, y: torch.Tensor, ce: nn.Module) -> torch.Tensor:
-    if hasattr(model, "logits_and_contrastive"):  # unified: classification plus contrastive pairs
+    if hasattr(model, "logits_and_contrastive"):  # the CLIP encoder: contrastive pairs plus classes
         logits, contrastive = model.logits_and_contrastive(batch)
         return ce(logits, y) + 0.5 * contrastive
     return ce(model(batch), y)
@@ -75,14 +80,16 @@ def predict_logits(model: nn.Module, inputs: Inputs, idx: np.ndarray, batch_size
 
 
 def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray,
-                     val_idx: np.ndarray, cfg, epochs: int, desc: str) -> tuple[nn.Module, list[dict]]:
+                     val_idx: np.ndarray, cfg, epochs: int, desc: str, lr: float | None = None
+                     ) -> tuple[nn.Module, list[dict]]:
     """AdamW with class weights; keep the weights of the epoch with the best val macro F1."""
     n_classes = model.spec["n_classes"]
+    lr = lr or cfg.lr
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     steps = epochs * int(np.ceil(len(train_idx) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(steps, 1), pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
     ce = nn.CrossEntropyLoss(weight=class_weights(y[train_idx], n_classes))
     best, best_state, history, stale = -1.0, copy.deepcopy(model.state_dict()), [], 0
     for epoch in range(epochs):

@@ -3,19 +3,18 @@ import json
 
 import numpy as np
 import open_clip
-import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from data_store.store import TriageStore
 from trainer.__main__ import main
 from trainer.checkpoints import export_open_clip, load_checkpoint
 from trainer.config import MODEL_NAMES, load_config
-from trainer.encoders import OpenClipImageEncoder, TextEncoder
-from trainer.features import CacheStats, build_features
-from trainer.fit import fit
+from trainer.encoders import OpenClipImageEncoder, SmallCNN
+from trainer.fit import features_for_run, fit
 from trainer.models import build_model
-from trainer.models.unified import tiny_clip_config
+from trainer.models.unified import ClipEncoder, tiny_clip_config
 from trainer.train import Inputs
 
 
@@ -76,15 +75,10 @@ def test_same_seed_same_predictions(quick_run, synth_store):
 
 
 def test_reloaded_checkpoints_reproduce_predictions(quick_run, synth_store):
-    run, cfg = quick_run["run"], quick_run["cfg"]
-    cases = quick_run["cases"].set_index("case_id")
+    feats, cases, split, run, stats = features_for_run(synth_store, quick_run["run_id"])
+    assert stats.misses == 0  # every encoder output came from the cache
     preds = quick_run["preds"]
-    with TriageStore(synth_store, read_only=True) as store:
-        fingerprint = store.read_dataset("dermsynth")["fingerprint"]
-    split = quick_run["splits"].set_index("case_id")["split"]
-    ordered = cases.loc[split.index].reset_index()
-    feats = build_features(ordered, fingerprint, cfg, TextEncoder(cfg.text_encoder, cfg.max_tokens))
-    inputs = Inputs(feats, open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy())
+    inputs = Inputs(feats)
     position = {c: i for i, c in enumerate(feats.case_ids)}
     models = {m: load_checkpoint(f"{run['artifacts_dir']}/{m}") for m in MODEL_NAMES}
     for name in ("text_only", "image_only", "cross_attention", "unified"):
@@ -99,6 +93,9 @@ def test_reloaded_checkpoints_reproduce_predictions(quick_run, synth_store):
     with torch.no_grad():
         probs = models["late_fusion"]({"logp_text": logp["text_only"], "logp_image": logp["image_only"]})
     np.testing.assert_allclose(probs.softmax(1).numpy(), np.stack(rows["probs"]), atol=1e-5)
+    # The unified model's CLIP was exported as an open_clip folder and loads through open_clip.
+    clip = open_clip.create_model(f"local-dir:{run['artifacts_dir']}/unified_clip", weights_only=True)
+    assert clip.visual is not None
 
 
 def test_feature_cache_is_hit_on_the_second_run(quick_run, synth_store):
@@ -106,8 +103,8 @@ def test_feature_cache_is_hit_on_the_second_run(quick_run, synth_store):
     with TriageStore(synth_store, read_only=True) as store:
         runs = store.list_runs()
     timings = [json.loads(t) for t in runs.sort_values("created_at")["timings"] if t]
-    assert timings[0]["cache_misses"] >= 2 and timings[0]["cache_hits"] == 0
-    assert timings[-1]["cache_misses"] == 0 and timings[-1]["cache_hits"] >= 2
+    assert timings[0]["cache_misses"] >= 4 and timings[0]["cache_hits"] == 0  # photos, notes, CNN, CLIP
+    assert timings[-1]["cache_misses"] == 0 and timings[-1]["cache_hits"] >= 4
 
 
 def _tiny_batch(n_classes=4, n=16, seed=0):
@@ -115,23 +112,31 @@ def _tiny_batch(n_classes=4, n=16, seed=0):
     y = torch.arange(n) % n_classes
     batch = {"images": torch.rand(n, 3, 32, 32, generator=g), "tokens": torch.randn(n, 12, 24, generator=g),
              "mask": torch.ones(n, 12, dtype=torch.bool), "text_present": torch.ones(n, dtype=torch.bool),
-             "image_present": torch.ones(n, dtype=torch.bool)}
+             "image_present": torch.ones(n, dtype=torch.bool), "image_tokens": torch.randn(n, 4, 16, generator=g),
+             "clip_img": F.normalize(torch.randn(n, 16, generator=g), dim=-1),
+             "clip_txt": F.normalize(torch.randn(n, 16, generator=g), dim=-1),
+             "clip_tokens": torch.randint(1, 400, (n, 16), generator=g)}
     batch["clip_images"] = batch["images"]
-    batch["clip_tokens"] = torch.randint(1, 400, (n, 16), generator=g)
     return batch, y
 
 
-def _spec(name):
-    spec = {"name": name, "n_classes": 4, "text_dim": 24, "hidden": 32, "image": "cnn", "image_dim": None}
-    if name == "unified":
-        spec.update(clip="tiny", embed_dim=16, clip_cfg=tiny_clip_config(32, 16, 16))
-    return spec
+def _model(name):
+    spec = {"name": name, "n_classes": 4, "text_dim": 24, "hidden": 32, "image_dim": 16, "embed_dim": 16,
+            "clip": "tiny", "clip_cfg": tiny_clip_config(32, 16, 16)}
+    if name == "cnn":
+        return SmallCNN(4)
+    if name == "clip_encoder":
+        return ClipEncoder(spec)
+    return build_model(spec)
 
 
-@pytest.mark.parametrize("name", ["text_only", "image_only", "cross_attention", "unified"])
+HEADS = ["text_only", "image_only", "cross_attention", "unified"]
+
+
+@pytest.mark.parametrize("name", HEADS + ["cnn", "clip_encoder"])
 def test_each_model_can_overfit_a_tiny_batch(name):
     torch.manual_seed(0)
-    model = build_model(_spec(name))
+    model = _model(name)
     batch, y = _tiny_batch()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
@@ -145,9 +150,9 @@ def test_each_model_can_overfit_a_tiny_batch(name):
         assert (model(batch).argmax(1) == y).float().mean() == 1.0
 
 
-@pytest.mark.parametrize("name", ["text_only", "image_only", "cross_attention", "unified"])
+@pytest.mark.parametrize("name", HEADS + ["cnn", "clip_encoder"])
 def test_missing_note_and_unusable_photo_do_not_break_a_model(name):
-    model = build_model(_spec(name)).eval()
+    model = _model(name).eval()
     batch, _ = _tiny_batch()
     batch["text_present"][:8] = False
     batch["mask"][:8] = False  # an empty note has no real tokens

@@ -1,11 +1,11 @@
-"""Single-modality baselines: ``text_only`` (frozen note encoder tokens) and ``image_only``
-(a CNN trained from scratch, or a frozen open_clip tower's embedding)."""
+"""Single-modality baselines on frozen encoder outputs: ``text_only`` reads the note
+encoder's tokens, ``image_only`` the image encoder's patch tokens (the CNN trained from
+scratch on the training split, or a frozen open_clip tower's embedding as one token)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from trainer.encoders import SmallCNN
 from trainer.models.common import MaskedAttentionPool, head, replace_missing
 
 
@@ -22,30 +22,19 @@ class TextOnly(nn.Module):
         return self.head(self.pool(batch["tokens"], batch["mask"], batch["text_present"]))
 
 
-class ImageBackbone(nn.Module):
-    """Image features from pixels (CNN) or from a frozen open_clip embedding."""
+class ImageTokens(nn.Module):
+    """Projects frozen image tokens (batch, P, image_dim) to (batch, P, hidden); an absent
+    or unusable photo becomes learned tokens."""
 
     def __init__(self, spec: dict):
         super().__init__()
-        self.from_embedding = spec["image"] != "cnn"
-        if self.from_embedding:
-            self.net = nn.Sequential(nn.LayerNorm(spec["image_dim"]), nn.Linear(spec["image_dim"], spec["hidden"]))
-            self.out_dim = spec["hidden"]
-        else:
-            self.net = SmallCNN(out_dim=spec["hidden"])
-            self.out_dim = self.net.out_dim
-        self.missing = nn.Parameter(torch.zeros(self.out_dim))
-
-    def tokens(self, batch: dict) -> torch.Tensor:
-        """(batch, patches, out_dim); one token for a frozen embedding."""
-        if self.from_embedding:
-            tok = self.net(batch["image_emb"]).unsqueeze(1)
-        else:
-            tok = self.net.tokens(batch["images"])
-        return replace_missing(tok, batch["image_present"], self.missing)
+        self.proj = nn.Sequential(nn.LayerNorm(spec["image_dim"]), nn.Linear(spec["image_dim"], spec["hidden"]),
+                                  nn.GELU())
+        self.missing = nn.Parameter(torch.zeros(spec["hidden"]))
+        self.out_dim = spec["hidden"]
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.tokens(batch).mean(1)
+        return replace_missing(self.proj(batch["image_tokens"]), batch["image_present"], self.missing)
 
 
 class ImageOnly(nn.Module):
@@ -54,8 +43,8 @@ class ImageOnly(nn.Module):
     def __init__(self, spec: dict):
         super().__init__()
         self.spec = spec
-        self.backbone = ImageBackbone(spec)
-        self.head = head(self.backbone.out_dim, spec["hidden"], spec["n_classes"])
+        self.image = ImageTokens(spec)
+        self.head = head(spec["hidden"], spec["hidden"], spec["n_classes"])
 
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.head(self.backbone(batch))
+        return self.head(self.image(batch).mean(1))

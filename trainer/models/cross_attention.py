@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.models.baselines import ImageBackbone
+from trainer.models.baselines import ImageTokens
 from trainer.models.common import head
 
 
@@ -32,9 +32,8 @@ class CrossAttentionFusion(nn.Module):
         super().__init__()
         self.spec = spec
         dim = spec["hidden"]
-        self.image = ImageBackbone(spec)
+        self.image = ImageTokens(spec)
         self.text_proj = nn.Sequential(nn.LayerNorm(spec["text_dim"]), nn.Linear(spec["text_dim"], dim))
-        self.image_proj = nn.Linear(self.image.out_dim, dim)
         self.text_missing = nn.Parameter(torch.zeros(dim))
         self.type_emb = nn.Parameter(torch.zeros(2, dim))
         self.text_blocks = nn.ModuleList(CrossBlock(dim) for _ in range(n_blocks))
@@ -50,7 +49,7 @@ class CrossAttentionFusion(nn.Module):
         text[absent, 0] = self.text_missing
         mask[absent] = False
         mask[absent, 0] = True
-        image = self.image_proj(self.image.tokens(batch)) + self.type_emb[1]  # (batch, P, dim)
+        image = self.image(batch) + self.type_emb[1]  # (batch, P, dim)
         image_pad = torch.zeros(image.shape[:2], dtype=torch.bool, device=image.device)
         for t_block, i_block in zip(self.text_blocks, self.image_blocks):
             text, image = t_block(text, image, image_pad), i_block(image, text, ~mask)

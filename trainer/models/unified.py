@@ -1,9 +1,10 @@
 """Unified joint encoder: an open_clip CLIP dual encoder trained contrastively on the
-image-note pairs, with a classifier on the joint embedding.
+image-note pairs (``ClipEncoder``), with a classifier on the joint embedding
+(``UnifiedClassifier``).
 
-With no pretrained weights it is a tiny CLIP (a small ViT and text transformer) that
-trains on a CPU; ``spec["clip"]`` may instead name an open_clip model with a pretrained
-tag, a local checkpoint, or a ``local-dir:`` folder.
+With no pretrained weights the CLIP is tiny (a small ViT and text transformer) and trains
+on a CPU; ``spec["clip"]`` may instead name an open_clip model with a pretrained tag, a
+local checkpoint, or a ``local-dir:`` folder.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.models.common import head, replace_missing
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def tiny_clip_config(image_size: int, embed_dim: int, context_length: int) -> dict:
@@ -37,24 +41,20 @@ def build_clip(spec: dict) -> nn.Module:
     return open_clip.create_model(name, pretrained=pretrained or None, weights_only=True)
 
 
-class UnifiedClip(nn.Module):
-    uses = ("text", "image")
+class ClipEncoder(nn.Module):
+    """The CLIP being trained: symmetric InfoNCE on present pairs, plus an auxiliary
+    classification loss on the joint embedding so the embedding keeps what triage needs."""
 
     def __init__(self, spec: dict):
         super().__init__()
         self.spec = spec
         self.clip = build_clip(spec)
-        dim = int(self.clip.text_projection.shape[1]) if hasattr(self.clip, "text_projection") else spec["embed_dim"]
-        self.text_missing = nn.Parameter(torch.zeros(dim))
-        self.image_missing = nn.Parameter(torch.zeros(dim))
-        self.head = head(2 * dim, spec["hidden"], spec["n_classes"])
-        mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
-        std = torch.tensor((0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
+        self.aux_head = nn.Linear(2 * spec["embed_dim"], spec["n_classes"])
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
 
     def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """L2-normalised image and note embeddings, (batch, dim) each."""
+        """L2-normalised photo and note embeddings, (batch, embed_dim) each."""
         img = self.clip.encode_image((batch["clip_images"] - self.mean) / self.std, normalize=True)
         txt = self.clip.encode_text(batch["clip_tokens"], normalize=True)
         return img, txt
@@ -63,8 +63,6 @@ class UnifiedClip(nn.Module):
         return self.logits_and_contrastive(batch)[0]
 
     def logits_and_contrastive(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class logits (batch, n_classes) and the symmetric InfoNCE loss over the pairs
-        whose note and photo are both present (0 when fewer than two)."""
         img, txt = self.embed(batch)
         both = batch["text_present"] & batch["image_present"]
         if both.sum() >= 2:
@@ -73,6 +71,26 @@ class UnifiedClip(nn.Module):
             contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         else:
             contrastive = torch.zeros(())
-        img = replace_missing(img, batch["image_present"], self.image_missing)
-        txt = replace_missing(txt, batch["text_present"], self.text_missing)
-        return self.head(torch.cat([img, txt], -1)), contrastive
+        joint = torch.cat([img * batch["image_present"].unsqueeze(1), txt * batch["text_present"].unsqueeze(1)], -1)
+        return self.aux_head(joint), contrastive
+
+
+class UnifiedClassifier(nn.Module):
+    """Classifier on the frozen joint embedding [photo, note] of a trained CLIP."""
+
+    uses = ("text", "image")
+
+    def __init__(self, spec: dict):
+        super().__init__()
+        self.spec = spec
+        dim = spec["embed_dim"]
+        self.text_missing = nn.Parameter(torch.zeros(dim))
+        self.image_missing = nn.Parameter(torch.zeros(dim))
+        self.head = head(2 * dim + 1, spec["hidden"], spec["n_classes"])
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        # clip_img, clip_txt: (batch, embed_dim), unit length
+        img = replace_missing(batch["clip_img"], batch["image_present"], self.image_missing)
+        txt = replace_missing(batch["clip_txt"], batch["text_present"], self.text_missing)
+        agreement = (batch["clip_img"] * batch["clip_txt"]).sum(-1, keepdim=True)  # photo-note similarity
+        return self.head(torch.cat([img, txt, agreement], -1))

@@ -1,0 +1,88 @@
+"""Encoders trained from scratch on the training split, then frozen and cached like a
+pretrained encoder: the compact CNN (supervised) and the tiny CLIP (contrastive).
+
+Each is keyed by everything that decides its weights (dataset content, the split, the
+seed, its settings and the source of the code that trains it), so a second ``fit`` on
+the same data and seed reuses it, and any change retrains it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_model
+
+from trainer.checkpoints import export_open_clip, save_checkpoint
+from trainer.features import CacheStats, Features, cached_arrays
+from trainer.train import Inputs, train_classifier
+
+_SOURCES = ("encoders.py", "train.py", "pretrain.py", "models/unified.py", "models/common.py")
+_SETTINGS = ("seed", "image_size", "encoder_epochs", "patience", "batch_size", "lr", "weight_decay", "modality_dropout",
+             "unified_epochs", "unified_embed_dim", "max_tokens")
+
+
+def encoder_key(kind: str, fingerprint: str, feats: Features, split: np.ndarray, cfg) -> str:
+    h = hashlib.sha256(f"{kind}|{fingerprint}".encode())
+    h.update(",".join(feats.case_ids).encode() + b"|" + ",".join(split).encode())
+    h.update(json.dumps({k: asdict(cfg)[k] for k in _SETTINGS}, sort_keys=True).encode())
+    root = Path(__file__).resolve().parent
+    for name in _SOURCES:
+        h.update((root / name).read_bytes())
+    return f"{kind}-{h.hexdigest()[:20]}"
+
+
+@torch.no_grad()
+def _in_batches(fn, inputs: Inputs, n: int, batch_size: int = 256) -> list[np.ndarray]:
+    parts = [fn(inputs.batch(np.arange(s, min(s + batch_size, n)))) for s in range(0, n, batch_size)]
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, fingerprint: str, split: np.ndarray,
+                     cfg, n_classes: int, stats: CacheStats, log=print) -> tuple[np.ndarray, Path]:
+    """Patch tokens (n, P, d) float16 of the CNN trained on ``train`` (early stopping on ``val``)."""
+    from trainer.encoders import SmallCNN
+
+    folder = Path(cfg.cache_dir) / "encoders" / encoder_key("cnn", fingerprint, feats, split, cfg)
+    inputs = Inputs(feats, with_pixels=True)
+
+    def train_and_extract():
+        torch.manual_seed(cfg.seed)
+        model = SmallCNN(n_classes)
+        model.spec = {"n_classes": n_classes}
+        model, history = train_classifier(model, inputs, y, where["train"], where["val"], cfg, cfg.encoder_epochs,
+                                          "image encoder (CNN)", lr=2 * cfg.lr)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(folder / "model.safetensors"))
+        (folder / "history.json").write_text(json.dumps(history, default=float))
+        log(f"image encoder (CNN) trained: {history[-1] if history else {}}")
+        model.eval()
+        (tokens,) = _in_batches(lambda b: (model.tokens(b["images"]).numpy().astype(np.float16),), inputs, len(y))
+        return {"tokens": tokens}
+    tokens = cached_arrays(folder / "tokens.safetensors", train_and_extract, stats)["tokens"]
+    return tokens, folder
+
+
+def clip_embeddings(feats: Features, y: np.ndarray, where: dict, fingerprint: str, split: np.ndarray,
+                    cfg, spec: dict, stats: CacheStats, log=print) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Photo and note embeddings (n, E) each of the CLIP trained contrastively on ``train`` pairs."""
+    from trainer.models.unified import ClipEncoder
+
+    folder = Path(cfg.cache_dir) / "encoders" / encoder_key("clip", fingerprint, feats, split, cfg)
+    inputs = Inputs(feats, with_pixels=True)
+
+    def train_and_extract():
+        torch.manual_seed(cfg.seed)
+        model, history = train_classifier(ClipEncoder(spec), inputs, y, where["train"], where["val"], cfg,
+                                          cfg.unified_epochs, "unified encoder (CLIP)", lr=cfg.lr / 2)
+        save_checkpoint(folder / "encoder", model, spec, history)
+        export_open_clip(folder / "open_clip", model.clip, spec["clip_cfg"])
+        log(f"unified encoder (CLIP) trained: {history[-1] if history else {}}")
+        img, txt = _in_batches(lambda b: tuple(e.numpy() for e in model.embed(b)), inputs, len(y))
+        return {"img": img, "txt": txt}
+    emb = cached_arrays(folder / "embeddings.safetensors", train_and_extract, stats)
+    return emb["img"], emb["txt"], folder
+
