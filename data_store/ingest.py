@@ -157,7 +157,7 @@ def _canonical_columns(df: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ManifestError(f"The manifest lacks required column(s) {missing}. It has {list(df.columns)}; "
-                            "rename them with --mapping (columns: {{your_name: {missing[0]}}}).")
+                            f"rename them with --mapping (columns: {{your_name: {missing[0]}}}).")
     if "case_id" not in df.columns:
         df.insert(0, "case_id", [f"row{i + 1}" for i in range(len(df))])
     if "fitzpatrick" not in df.columns:

@@ -36,7 +36,7 @@ class FitConfig:
     weight_decay: float = 1e-4
     modality_dropout: float = 0.15  # chance per case and modality of hiding it during training
     hidden: int = 128
-    unified_epochs: int = 6
+    unified_epochs: int = 8
     unified_embed_dim: int = 64
     threads: int = 2
     cache_dir: str = "data/cache"

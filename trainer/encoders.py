@@ -91,7 +91,8 @@ class SmallCNN(nn.Module):
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(batch, 3, H, W) in [0, 1] -> (batch, H/16 * W/16, out_dim)."""
-        return self.body(images - 0.5).flatten(2).transpose(1, 2)
+        x = (images - 0.5).contiguous(memory_format=torch.channels_last)  # faster convolutions on CPU
+        return self.body(x).flatten(2).transpose(1, 2)
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.head(self.tokens(batch["images"]).mean(1))

@@ -107,10 +107,12 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     cases = cases.set_index("case_id").loc[split.index].reset_index()
 
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{dataset}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
-    artifacts = Path(cfg.cache_dir).parent / "runs" / run_id
+    artifacts = Path(db).resolve().parent / "runs" / run_id  # beside the store, whatever the cache
     config = {**json.loads(cfg.to_json()), "code_version": code_version(), "dataset_fingerprint": info["fingerprint"]}
     with TriageStore(db) as store:
         store.start_run(run_id, dataset, json.dumps(config), classes, heldout, str(artifacts))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "config.json").write_text(json.dumps({**config, "run_id": run_id, "classes": classes}, indent=2))
     try:
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)

@@ -51,12 +51,12 @@ def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, fingerprint: s
 
     def train_and_extract():
         torch.manual_seed(cfg.seed)
-        model = SmallCNN(n_classes)
+        model = SmallCNN(n_classes).to(memory_format=torch.channels_last)
         model.spec = {"n_classes": n_classes}
         model, history = train_classifier(model, inputs, y, where["train"], where["val"], cfg, cfg.encoder_epochs,
                                           "image encoder (CNN)", lr=2 * cfg.lr)
         folder.mkdir(parents=True, exist_ok=True)
-        save_model(model, str(folder / "model.safetensors"))
+        save_model(model.to(memory_format=torch.contiguous_format), str(folder / "model.safetensors"))
         (folder / "history.json").write_text(json.dumps(history, default=float))
         log(f"image encoder (CNN) trained: {history[-1] if history else {}}")
         model.eval()

@@ -1,5 +1,6 @@
 """Early fusion by cross-attention: note tokens and photo patch tokens attend to each other
-in transformer blocks (both directions), then a head reads both pooled streams."""
+in transformer blocks (both directions), then a head reads both pooled streams. One
+block each way by default, to keep a CPU fit within its time budget."""
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,7 @@ class CrossBlock(nn.Module):
 class CrossAttentionFusion(nn.Module):
     uses = ("text", "image")
 
-    def __init__(self, spec: dict, n_blocks: int = 2):
+    def __init__(self, spec: dict, n_blocks: int = 1):
         super().__init__()
         self.spec = spec
         dim = spec["hidden"]
