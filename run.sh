@@ -68,7 +68,7 @@ with TriageStore(sys.argv[1], read_only=True) as s:
 serve() {
   echo "[run.sh] dashboard on http://$ADDRESS:$PORT (store: $DB)"
   TRIAGE_DB="$DB" exec "$PY" -m streamlit run dashboard/Home.py --server.address "$ADDRESS" \
-    --server.port "$PORT" --server.headless true --browser.gatherUsageStats false
+    --server.port "$PORT" --server.headless true --browser.gatherUsageStats false --client.toolbarMode viewer
 }
 
 case "${1:-all}" in
