@@ -93,7 +93,6 @@ def _probs(logits: np.ndarray) -> np.ndarray:
 def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     """Train ``cfg.models`` on ``dataset``; returns the run_id of the completed run."""
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
     with TriageStore(db, read_only=True) as store:
         info = store.read_dataset(dataset)
         cases = store.read_cases(dataset)
@@ -117,14 +116,11 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         stats = CacheStats()
-        text_encoder = TextEncoder(cfg.text_encoder, cfg.max_tokens)
-        image_encoder = None if cfg.image_encoder == "cnn" else OpenClipImageEncoder(
-            cfg.image_encoder.removeprefix("open_clip:"))
-        feats = build_features(cases, info["fingerprint"], cfg, text_encoder, image_encoder, stats)
-        timings["features"] = time.perf_counter() - t0
-        log(f"features ready in {timings['features']:.1f} s (cache hits {stats.hits}, misses {stats.misses})")
-        predictions = train_all(cfg, classes, cases, split, feats, text_encoder.dim, image_encoder,
-                                artifacts, timings, log, info["fingerprint"], stats)
+        feats, text_dim, folders = prepare_features(cases, split.to_numpy(), info["fingerprint"], cfg, classes,
+                                                    stats, log, timings)
+        for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
+            shutil.copytree(folder, artifacts / name, dirs_exist_ok=True)
+        predictions = train_all(cfg, classes, cases, split, feats, text_dim, artifacts, timings, log)
         t = time.perf_counter()
         splits_df = pd.DataFrame({"case_id": split.index, "split": split.to_numpy()})
         with TriageStore(db) as store:
@@ -138,10 +134,43 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     return run_id
 
 
-def features_for_run(db: str | Path, run_id: str):
-    """Rebuild a stored run's inputs from the caches: (features, cases, split, run)."""
+def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: str, cfg: FitConfig,
+                     classes: list[str], stats: CacheStats, log=print, timings: dict | None = None):
+    """Every model input for ``cases``: note tokens, photos, and the outputs of the image
+    encoder and of the unified model's CLIP (trained on this split once, then cached).
+
+    Returns (features, text_dim, {encoder: folder}).
+    """
     import open_clip
 
+    timings = timings if timings is not None else {}
+    t = time.perf_counter()
+    text_encoder = TextEncoder(cfg.text_encoder, cfg.max_tokens)
+    image_encoder = None if cfg.image_encoder == "cnn" else OpenClipImageEncoder(
+        cfg.image_encoder.removeprefix("open_clip:"))
+    feats = build_features(cases, fingerprint, cfg, text_encoder, image_encoder, stats)
+    timings["features"] = time.perf_counter() - t
+    log(f"features ready in {timings['features']:.1f} s (cache hits {stats.hits}, misses {stats.misses})")
+    y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    where = {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
+    folders = {}
+    if image_encoder is None:  # the CNN
+        t = time.perf_counter()
+        feats.image_tokens, folders["image_encoder"] = cnn_image_tokens(feats, y, where, fingerprint, split_arr, cfg,
+                                                                        len(classes), stats, log)
+        timings["encoder:cnn"] = time.perf_counter() - t
+    if "unified" in cfg.models:
+        t = time.perf_counter()
+        feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
+        feats.clip_img, feats.clip_txt, clip_dir = clip_embeddings(feats, y, where, fingerprint, split_arr, cfg,
+                                                                   clip_spec(cfg, len(classes)), stats, log)
+        folders["unified_clip"] = clip_dir / "open_clip"
+        timings["encoder:clip"] = time.perf_counter() - t
+    return feats, text_encoder.dim, folders
+
+
+def features_for_run(db: str | Path, run_id: str):
+    """Rebuild a stored run's inputs from the caches: (features, cases, split, run, cache stats)."""
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
         info = store.read_dataset(run["dataset"])
@@ -150,52 +179,21 @@ def features_for_run(db: str | Path, run_id: str):
     config = json.loads(run["config"])
     cfg = FitConfig.from_dict({k: v for k, v in config.items() if k not in ("code_version", "dataset_fingerprint")})
     cases = cases.set_index("case_id").loc[split.index].reset_index()
-    classes = list(run["classes"])
-    image_encoder = None if cfg.image_encoder == "cnn" else OpenClipImageEncoder(
-        cfg.image_encoder.removeprefix("open_clip:"))
-    feats = build_features(cases, info["fingerprint"], cfg, TextEncoder(cfg.text_encoder, cfg.max_tokens),
-                           image_encoder)
-    y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    split_arr = split.to_numpy()
-    where = {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
     stats = CacheStats()
-    if image_encoder is None:
-        feats.image_tokens, _ = cnn_image_tokens(feats, y, where, info["fingerprint"], split_arr, cfg,
-                                                 len(classes), stats)
-    if "unified" in cfg.models:
-        feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
-        feats.clip_img, feats.clip_txt, _ = clip_embeddings(feats, y, where, info["fingerprint"], split_arr, cfg,
-                                                            clip_spec(cfg, len(classes)), stats)
+    feats, _, _ = prepare_features(cases, split.to_numpy(), info["fingerprint"], cfg, list(run["classes"]), stats,
+                                   log=lambda m: None)
     return feats, cases, split, run, stats
 
 
 def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd.Series, feats,
-              text_dim: int, image_encoder, artifacts: Path, timings: dict, log,
-              fingerprint: str = "", stats: CacheStats | None = None) -> pd.DataFrame:
-    """Train the encoders (or reuse them), then each requested model; returns prediction
-    rows for val, calib and test."""
-    import open_clip
-
-    stats = stats if stats is not None else CacheStats()
+              text_dim: int, artifacts: Path, timings: dict, log) -> pd.DataFrame:
+    """Train each requested model on the prepared features; returns prediction rows for
+    val, calib and test."""
     y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     split_arr = split.to_numpy()
     where = {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
     eval_idx = np.concatenate([where[s] for s in EVAL_SPLITS])
-    artifacts.mkdir(parents=True, exist_ok=True)
-    if image_encoder is None:  # the CNN: trained on this split once, then frozen and cached
-        t = time.perf_counter()
-        feats.image_tokens, cnn_dir = cnn_image_tokens(feats, y, where, fingerprint, split_arr, cfg, len(classes),
-                                                       stats, log)
-        shutil.copytree(cnn_dir, artifacts / "image_encoder", dirs_exist_ok=True)
-        timings["encoder:cnn"] = time.perf_counter() - t
     image_dim = int(feats.image_tokens.shape[-1])
-    if "unified" in cfg.models:
-        t = time.perf_counter()
-        feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
-        feats.clip_img, feats.clip_txt, clip_dir = clip_embeddings(feats, y, where, fingerprint, split_arr, cfg,
-                                                                   clip_spec(cfg, len(classes)), stats, log)
-        shutil.copytree(clip_dir / "open_clip", artifacts / "unified_clip", dirs_exist_ok=True)
-        timings["encoder:clip"] = time.perf_counter() - t
     inputs = Inputs(feats)
     logits: dict[str, np.ndarray] = {}
     for name in cfg.models:
