@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy import sparse
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
+from sklearn.model_selection import cross_val_predict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._doc import machine  # noqa: E402
 
 
 def image_features(path: Path) -> np.ndarray:
@@ -67,7 +70,6 @@ def main() -> None:
                                                                x_img[~test], x_img[test]),
     }
     # Fusion: the text model's out-of-fold log-probabilities stacked on the image features.
-    from sklearn.model_selection import cross_val_predict
     oof = cross_val_predict(LogisticRegression(**lr), x_text_train, y[~test], cv=5, method="predict_log_proba")
     text_test = LogisticRegression(**lr).fit(x_text_train, y[~test]).predict_log_proba(x_text_test)
     preds["fusion (text log-probs + image features)"] = fit_predict(
@@ -85,9 +87,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"data": str(folder), "generator": meta.get("generator"), "n_train": int((~test).sum()),
               "n_heldout": int(test.sum()), "heldout_clinic": meta["heldout_clinic"], "seconds": elapsed,
-              "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "results": rows}
+              "machine": machine(), "results": rows}
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    md = table.to_markdown(index=False, floatfmt=".3f") if hasattr(table, "to_markdown") else table.to_string()
+    md = table.to_markdown(index=False, floatfmt=".3f")
     out.with_suffix(".md").write_text(
         "# DermSynth difficulty check (quick scikit-learn baselines)\n\n"
         "Simulated data: these numbers describe the simulator, not any clinical task.\n\n"

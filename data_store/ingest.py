@@ -22,8 +22,9 @@ from data_store.images import ImageRejected, check_image, load_rgb
 
 REQUIRED = ("patient_id", "clinic", "image_path", "note", "label")
 CORE = ("case_id",) + REQUIRED + ("fitzpatrick",)
+# Unambiguous alternative names understood without a mapping file.
 ALIASES = {"skin_type": "fitzpatrick", "fitzpatrick_type": "fitzpatrick", "image": "image_path",
-           "text": "note", "clinical_note": "note", "site": "clinic"}
+           "text": "note", "clinical_note": "note"}
 MAX_NOTE_CHARS = 10_000
 ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
 
