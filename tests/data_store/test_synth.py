@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from data_store.__main__ import main
-from data_store.synth.clinics import HELDOUT_CLINIC
+from data_store.synth.clinics import CLINICS, HELDOUT_CLINIC
 from data_store.synth.conditions import CATEGORIES
 from data_store.synth.generate import SynthConfig, generate, render_case, sample_cases
 
@@ -92,6 +92,18 @@ def test_tone_effect_lowers_contrast_on_darker_skin_and_zero_removes_it():
     assert ratio_on < 0.6  # expected about (0.52 + 0.40) / (1.0 + 0.88) = 0.49
     assert 0.95 < ratio_off < 1.05
     assert on[1] == pytest.approx(off[1])  # type I is never changed by the effect
+
+
+@pytest.mark.parametrize("clinic", [c.clinic_id for c in CLINICS])
+def test_no_clinic_camera_saturates_light_skin(clinic):
+    """A camera that clips the red channel of type I skin would hide lesions on light skin:
+    a tone effect nobody planted (the held-out clinic once clipped half its pixels)."""
+    cfg = SynthConfig(n=300, seed=4, image_size=64)
+    cases = sample_cases(cfg)
+    cases = cases[(cases["clinic"] == clinic) & ~cases["sim_photo_unusable"]].head(12)
+    red = np.stack([render_case(dict(c.to_dict(), fitzpatrick=1), cfg, i, with_lesion=False)[..., 0]
+                    for i, c in cases.iterrows()])
+    assert (red >= 250).mean() < 0.03
 
 
 def test_cli_writes_folder_with_sidecar_and_datasheet(tmp_path, capsys):
