@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import machine, replace_block  # noqa: E402
+from data_store.fitzpatrick import ROMAN, fitzpatrick_label  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
 
-ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 
 
 def timed(cmd: list[str]) -> float:
@@ -36,7 +36,7 @@ def timed(cmd: list[str]) -> float:
 def composition(store: TriageStore, dataset: str) -> str:
     cases = store.read_cases(dataset)
     info = store.read_dataset(dataset)
-    fitz = cases["fitzpatrick"].map(lambda v: "unknown" if pd.isna(v) else ROMAN[int(v)])
+    fitz = cases["fitzpatrick"].map(fitzpatrick_label)
     share = lambda s: (s.value_counts(normalize=True) * 100).round(1)  # noqa: E731
     by_fitz = pd.crosstab(cases["clinic"], fitz, margins=True, margins_name="all")
     by_cat = pd.crosstab(cases["clinic"], cases["label"], margins=True, margins_name="all")[

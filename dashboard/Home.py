@@ -9,8 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 import streamlit as st  # noqa: E402
 
 from dashboard import charts, queries  # noqa: E402
-
-ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
+from data_store.fitzpatrick import fitzpatrick_label  # noqa: E402
 
 st.set_page_config(page_title="Skin triage", layout="wide")
 st.title("Skin triage: multimodal model audit")
@@ -48,8 +47,7 @@ c4.metric("Held-out clinic", info["heldout_clinic"] or "not declared")
 st.caption(f"Classes, in probability order: {', '.join(info['classes'])}. "
            f"Ingested {info['ingested_at']:%Y-%m-%d %H:%M} from `{info['manifest_path']}`.")
 
-fitz = summary["fitzpatrick"].assign(
-    fitzpatrick=lambda d: d["fitzpatrick"].map(lambda v: "unknown" if v != v or v is None else ROMAN[int(v)]))
+fitz = summary["fitzpatrick"].assign(fitzpatrick=lambda d: d["fitzpatrick"].map(fitzpatrick_label))
 left, middle, right = st.columns(3)
 left.altair_chart(charts.count_bars(summary["clinic"], "clinic", "Cases by clinic",
                                     sort=summary["clinic"]["clinic"].tolist()), width="stretch")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from data_store.fitzpatrick import parse_fitzpatrick
 from data_store.images import ImageRejected, check_image, load_rgb
 
 REQUIRED = ("patient_id", "clinic", "image_path", "note", "label")
@@ -26,7 +27,6 @@ CORE = ("case_id",) + REQUIRED + ("fitzpatrick",)
 ALIASES = {"skin_type": "fitzpatrick", "fitzpatrick_type": "fitzpatrick", "image": "image_path",
            "text": "note", "clinical_note": "note"}
 MAX_NOTE_CHARS = 10_000
-ROMAN = {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6}
 
 
 class ManifestError(ValueError):
@@ -99,20 +99,6 @@ def _to_text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-def parse_fitzpatrick(raw: str) -> tuple[int | None, str | None]:
-    """1-6, Roman numerals or text such as 'type IV' -> (type or None, flag or None)."""
-    text = raw.strip()
-    if not text:
-        return None, "fitzpatrick_unknown"
-    token = re.sub(r"(?i)^(fitzpatrick|fst|skin)?\s*(type)?\s*", "", text).strip().upper()
-    value = ROMAN.get(token)
-    if value is None and re.fullmatch(r"\d+(\.0+)?", token):
-        value = int(float(token))
-    if value is not None and 1 <= value <= 6:
-        return value, None
-    return None, f"fitzpatrick_unparsed:{text[:20]}"
 
 
 def _is_valid_text(value: str) -> bool:

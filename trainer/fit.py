@@ -84,6 +84,12 @@ def clip_spec(cfg: FitConfig, n_classes: int) -> dict:
             "clip_cfg": tiny_clip_config(cfg.image_size, cfg.unified_embed_dim, cfg.max_tokens)}
 
 
+def _targets(cases: pd.DataFrame, classes: list[str], split_arr: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Class indices (n,) and the row positions of each split."""
+    y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return y, {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
+
+
 def _probs(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(1, keepdims=True)
     p = np.exp(z)
@@ -151,8 +157,7 @@ def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: st
     feats = build_features(cases, fingerprint, cfg, text_encoder, image_encoder, stats)
     timings["features"] = time.perf_counter() - t
     log(f"features ready in {timings['features']:.1f} s (cache hits {stats.hits}, misses {stats.misses})")
-    y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    where = {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
+    y, where = _targets(cases, classes, split_arr)
     folders = {}
     if image_encoder is None:  # the CNN
         t = time.perf_counter()
@@ -189,9 +194,8 @@ def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd
               text_dim: int, artifacts: Path, timings: dict, log) -> pd.DataFrame:
     """Train each requested model on the prepared features; returns prediction rows for
     val, calib and test."""
-    y = cases["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
     split_arr = split.to_numpy()
-    where = {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
+    y, where = _targets(cases, classes, split_arr)
     eval_idx = np.concatenate([where[s] for s in EVAL_SPLITS])
     image_dim = int(feats.image_tokens.shape[-1])
     inputs = Inputs(feats)

@@ -7,17 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_store.fitzpatrick import ROMAN
 from data_store.synth.clinics import CLINICS, HELDOUT_CLINIC
 from data_store.synth.conditions import CONDITIONS
 
-ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
-
-
-def _table(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def _crosstab(manifest: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -67,10 +60,10 @@ that can be switched off, so an audit can be checked against the truth.
 - Fitzpatrick skin type share (%): {', '.join(f'{k} {v}' for k, v in fitz_share.items())}.
 
 ### Cases by clinic and category
-{_table(_crosstab(manifest, 'label'))}
+{_crosstab(manifest, 'label').to_markdown(index=False)}
 
 ### Cases by clinic and Fitzpatrick type
-{_table(_crosstab(manifest.assign(fitzpatrick=fitz), 'fitzpatrick'))}
+{_crosstab(manifest.assign(fitzpatrick=fitz), 'fitzpatrick').to_markdown(index=False)}
 
 ### Columns
 `case_id`, `patient_id`, `clinic`, `image_path` (relative to this folder), `note`,
@@ -102,7 +95,7 @@ Clinics:
 {lookalikes}
 
 ### Realised rates in this folder
-{_table(pd.DataFrame({'effect': list(rates), 'share': [f'{v:.1%}' for v in rates.values()]}))}
+{pd.DataFrame({'effect': list(rates), 'share': [f'{v:.1%}' for v in rates.values()]}).to_markdown(index=False)}
 
 ## Uses
 Testing and demonstrating the pipeline: training, calibration, deferral, the skin-tone
