@@ -79,7 +79,7 @@ def build_features(cases, fingerprint: str, cfg, text_encoder, image_encoder=Non
     paths = cases["image_path"].tolist()
 
     images = cached_arrays(cache / f"images-{content}-{cfg.image_size}.safetensors",
-                     lambda: {"images": load_images(paths, cfg.image_size)}, stats)["images"]
+                           lambda: {"images": load_images(paths, cfg.image_size)}, stats)["images"]
 
     def encode_text():
         with tqdm(total=len(notes), desc="encoding notes", unit="note", mininterval=1) as bar:
@@ -94,6 +94,6 @@ def build_features(cases, fingerprint: str, cfg, text_encoder, image_encoder=Non
             with tqdm(total=len(paths), desc="encoding photos", unit="img", mininterval=1) as bar:
                 return {"emb": image_encoder.encode(pixels, progress=bar.update)}
         image_tokens = cached_arrays(cache / f"openclip-{content}-{image_encoder.identity()}.safetensors",
-                               encode_images, stats)["emb"][:, None, :]  # one token per photo
+                                     encode_images, stats)["emb"][:, None, :]  # one token per photo
     present = np.asarray([bool(n.strip()) for n in notes])
     return Features(np.asarray(ids), notes, images, text["tokens"], text["mask"], present, image_tokens)

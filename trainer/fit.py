@@ -90,12 +90,6 @@ def _targets(cases: pd.DataFrame, classes: list[str], split_arr: np.ndarray) -> 
     return y, {s: np.flatnonzero(split_arr == s) for s in ("train", "val", "calib", "test")}
 
 
-def _probs(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(1, keepdims=True)
-
-
 def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     """Train ``cfg.models`` on ``dataset``; returns the run_id of the completed run."""
     timings: dict[str, float] = {}
@@ -224,7 +218,7 @@ def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd
     ids = cases["case_id"].to_numpy()[eval_idx]
     y_true = np.asarray(classes)[y[eval_idx]]
     for name, lg in logits.items():
-        p = _probs(lg.astype(np.float64))
+        p = torch.from_numpy(lg).double().softmax(1).numpy()
         rows.append(pd.DataFrame({"model": name, "case_id": ids, "split": split_arr[eval_idx], "y_true": y_true,
                                   "y_pred": np.asarray(classes)[p.argmax(1)], "probs": list(p)}))
     return pd.concat(rows, ignore_index=True)
