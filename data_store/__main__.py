@@ -8,9 +8,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from data_store.synth.generate import SynthConfig
+
 
 def _synth(args: argparse.Namespace) -> int:
-    from data_store.synth.generate import SynthConfig, generate
+    from data_store.synth.generate import generate
 
     for name in ("tone_effect", "ambiguous_rate", "label_noise"):
         value = getattr(args, name)
@@ -68,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=14000, help="number of cases (default 14000)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
     s.add_argument("--image-size", type=int, default=128, help="photo side in pixels (default 128)")
-    s.add_argument("--tone-effect", type=float, default=0.6,
-                   help="loss of lesion contrast on type VI skin relative to type I, 0 turns it off (default 0.6)")
+    s.add_argument("--tone-effect", type=float, default=SynthConfig.tone_effect,
+                   help="loss of lesion contrast on type VI skin relative to type I, 0 turns it off (default %(default)s)")
     s.add_argument("--ambiguous-rate", type=float, default=0.06,
                    help="share of cases whose image and note point to a neighbouring condition (default 0.06)")
     s.add_argument("--label-noise", type=float, default=0.02, help="share of wrong labels (default 0.02)")

@@ -81,3 +81,123 @@ CREATE TABLE IF NOT EXISTS predictions (
     defer_score  DOUBLE,                    -- NULL until calibration fills it
     PRIMARY KEY (run_id, model, case_id)
 );
+
+-- Schema 2: calibration, deferral, conformal sets, policies and the audit.
+-- probs above holds calibrated probabilities; probs_uncal what the model gave.
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS probs_uncal DOUBLE[];  -- as the model gave them (NULL before schema 2)
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS train_distance DOUBLE;  -- mean cosine distance to the 10 nearest training cases
+
+-- The calibrator chosen for each model, by out-of-fold NLL on calib.
+CREATE TABLE IF NOT EXISTS calibrators (
+    run_id   VARCHAR NOT NULL,
+    model    VARCHAR NOT NULL,
+    method   VARCHAR NOT NULL,              -- temperature | vector | isotonic
+    params   JSON NOT NULL,                 -- e.g. {"temperature": 1.3}
+    oof_nll  JSON NOT NULL,                 -- out-of-fold NLL on calib per candidate, and "none" (raw model)
+    PRIMARY KEY (run_id, model)
+);
+
+-- The deferral score's logistic model of P(wrong | signals), fitted on calib.
+CREATE TABLE IF NOT EXISTS deferral_scorers (
+    run_id  VARCHAR NOT NULL,
+    model   VARCHAR NOT NULL,
+    params  JSON NOT NULL,                  -- signals, standardisation, coefficients, urgent_doubt
+    PRIMARY KEY (run_id, model)
+);
+
+-- Every metric of every model, split and slice; point estimates with 95% patient-bootstrap intervals.
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id         VARCHAR NOT NULL,
+    model          VARCHAR NOT NULL,
+    split          VARCHAR NOT NULL,        -- val | calib (out-of-fold) | test (held-out clinic)
+    slice          VARCHAR NOT NULL,        -- overall | fitzpatrick | fitzpatrick_group | clinic | category |
+                                            -- fitzpatrick_group x clinic | an extra column
+    slice_value    VARCHAR NOT NULL,        -- e.g. all, V, V-VI, clinic_7, emergency, 'V-VI | clinic_7'
+    metric         VARCHAR NOT NULL,
+    value          DOUBLE,
+    ci_low         DOUBLE,                  -- 2.5th percentile of the bootstrap (NULL: point estimate only)
+    ci_high        DOUBLE,
+    n              INTEGER NOT NULL,        -- cases in the slice
+    too_small      BOOLEAN NOT NULL,        -- n below min_slice_n: shown, not judged
+    gap            DOUBLE,                  -- value minus the best-served group's value in this slice family
+    gap_low        DOUBLE,
+    gap_high       DOUBLE,
+    gap_reference  VARCHAR,                 -- the best-served group
+    flagged        BOOLEAN NOT NULL         -- the gap's interval excludes zero (and the slice is not too small)
+);
+
+-- Reliability diagrams: 15 equal-width bins of confidence (or of the defer score).
+CREATE TABLE IF NOT EXISTS reliability_bins (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,
+    split        VARCHAR NOT NULL,
+    kind         VARCHAR NOT NULL,          -- calibrated | uncalibrated | defer (score vs observed need for review)
+    slice        VARCHAR NOT NULL,
+    slice_value  VARCHAR NOT NULL,
+    bin          INTEGER NOT NULL,
+    lower        DOUBLE NOT NULL,
+    upper        DOUBLE NOT NULL,
+    n            INTEGER NOT NULL,
+    confidence   DOUBLE,                    -- mean predicted probability in the bin (NULL when empty)
+    accuracy     DOUBLE                     -- observed frequency (correct, or needs review for kind defer)
+);
+
+-- Risk when keeping the cases with the lowest defer score, at coverage 1%..100%.
+CREATE TABLE IF NOT EXISTS risk_coverage (
+    run_id            VARCHAR NOT NULL,
+    model             VARCHAR NOT NULL,
+    split             VARCHAR NOT NULL,
+    slice             VARCHAR NOT NULL,
+    slice_value       VARCHAR NOT NULL,
+    coverage          DOUBLE NOT NULL,      -- share of cases kept (not deferred)
+    risk              DOUBLE NOT NULL,      -- error rate among the kept
+    generalized_risk  DOUBLE NOT NULL,      -- errors among the kept / all cases
+    threshold         DOUBLE NOT NULL       -- defer score of the last case kept
+);
+
+-- Deferral policies, fitted on calib, evaluated on each split overall and per skin-tone group.
+CREATE TABLE IF NOT EXISTS policies (
+    run_id              VARCHAR NOT NULL,
+    model               VARCHAR NOT NULL,
+    policy              VARCHAR NOT NULL,   -- review_budget | target_accuracy | urgent_sensitivity |
+                                            -- equal_group_accuracy | conformal_set
+    params              JSON NOT NULL,
+    threshold           DOUBLE,             -- defer when defer_score >= threshold (NULL for conformal_set)
+    split               VARCHAR NOT NULL,
+    slice               VARCHAR NOT NULL,   -- overall | fitzpatrick_group
+    slice_value         VARCHAR NOT NULL,
+    n                   INTEGER NOT NULL,
+    defer_rate          DOUBLE NOT NULL,
+    accepted_accuracy   DOUBLE,             -- accuracy on the cases not deferred
+    missed_urgent_rate  DOUBLE,             -- urgent cases called non-urgent and not deferred / urgent cases
+    extra_defer_rate    DOUBLE NOT NULL     -- defer_rate minus the default policy's: the cost in reviews
+);
+
+-- Paired bootstrap differences (same resampled patients) between fusion models and baselines.
+CREATE TABLE IF NOT EXISTS comparisons (
+    run_id    VARCHAR NOT NULL,
+    split     VARCHAR NOT NULL,
+    model     VARCHAR NOT NULL,
+    baseline  VARCHAR NOT NULL,
+    metric    VARCHAR NOT NULL,             -- macro_f1
+    value     DOUBLE NOT NULL,              -- model minus baseline
+    ci_low    DOUBLE NOT NULL,
+    ci_high   DOUBLE NOT NULL,
+    n         INTEGER NOT NULL
+);
+
+-- Split-conformal prediction sets: coverage and size per method, mode and skin-tone group.
+CREATE TABLE IF NOT EXISTS conformal (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,
+    split        VARCHAR NOT NULL,          -- calib rows are cross-conformal (thresholds from the other folds)
+    method       VARCHAR NOT NULL,          -- lac | aps
+    mode         VARCHAR NOT NULL,          -- marginal | mondrian (one threshold per skin-tone group)
+    slice_value  VARCHAR NOT NULL,          -- the group (all for marginal)
+    alpha        DOUBLE NOT NULL,
+    qhat         DOUBLE,                    -- the group's threshold on the nonconformity score (inf: every class)
+    n_calib      INTEGER NOT NULL,          -- calib cases behind the threshold
+    n            INTEGER NOT NULL,
+    coverage     DOUBLE NOT NULL,
+    set_size     DOUBLE NOT NULL
+);

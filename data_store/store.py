@@ -5,6 +5,7 @@ group by) are checked against a fixed allow-list first.
 """
 from __future__ import annotations
 
+import json
 import time
 from importlib import resources
 from pathlib import Path
@@ -12,9 +13,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = Path("data/triage.duckdb")
 _CASE_GROUPS = {"clinic", "label", "fitzpatrick"}
+_POSTHOC_TABLES = ("calibrators", "deferral_scorers", "metrics", "reliability_bins", "risk_coverage", "policies",
+                   "comparisons", "conformal")
 
 
 class StoreError(RuntimeError):
@@ -53,7 +56,8 @@ class TriageStore:
         ddl = resources.files("data_store").joinpath("schema.sql").read_text()
         self.con.execute("BEGIN")
         self.con.execute(ddl)
-        if self.con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 0:
+        current = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        if current < SCHEMA_VERSION:  # schema.sql brings an older file up to date (ADD COLUMN IF NOT EXISTS)
             self.con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])
         self.con.execute("COMMIT")
 
@@ -133,8 +137,11 @@ class TriageStore:
         self.con.execute("INSERT INTO runs VALUES (?, ?, 'running', now(), NULL, ?, ?, ?, NULL, ?, NULL)",
                          [run_id, dataset, config_json, list(classes), heldout_clinic, artifacts_dir])
 
-    def finish_run(self, run_id: str, splits: pd.DataFrame, predictions: pd.DataFrame, timings_json: str) -> None:
-        """Write splits and predictions and mark the run complete, in one transaction."""
+    def finish_run(self, run_id: str, splits: pd.DataFrame, predictions: pd.DataFrame, timings_json: str,
+                   posthoc: dict[str, pd.DataFrame]) -> None:
+        """Write splits, predictions and the post-hoc tables and mark the run complete, in one
+        transaction. ``predictions`` has probs_uncal and train_distance; ``posthoc`` is
+        trainer.calibrate.posthoc_tables (its "predictions" fills probs, y_pred, defer_score)."""
         con = self.con
         con.execute("BEGIN")
         try:
@@ -144,15 +151,75 @@ class TriageStore:
             con.execute("INSERT INTO splits SELECT ?, case_id, split FROM new_splits", [run_id])
             con.unregister("new_splits")
             con.register("new_predictions", predictions)
-            con.execute("""INSERT INTO predictions SELECT ?, model, case_id, split, y_true, y_pred,
-                           probs::DOUBLE[], NULL FROM new_predictions""", [run_id])
+            con.execute("""INSERT INTO predictions (run_id, model, case_id, split, y_true, y_pred, probs,
+                                                   probs_uncal, train_distance)
+                           SELECT ?, model, case_id, split, y_true, y_pred, probs_uncal::DOUBLE[],
+                                  probs_uncal::DOUBLE[], train_distance FROM new_predictions""", [run_id])
             con.unregister("new_predictions")
+            self._replace_posthoc(run_id, posthoc)
             con.execute("""UPDATE runs SET status = 'complete', finished_at = now(), timings = ?
                            WHERE run_id = ?""", [timings_json, run_id])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+    def write_posthoc(self, run_id: str, posthoc: dict[str, pd.DataFrame], config_json: str | None = None) -> None:
+        """Replace a run's post-hoc tables (``python -m trainer calibrate``), in one transaction."""
+        con = self.con
+        con.execute("BEGIN")
+        try:
+            # Predictions of schema 1 held the raw probabilities in probs: keep them as probs_uncal.
+            con.execute("UPDATE predictions SET probs_uncal = probs WHERE run_id = ? AND probs_uncal IS NULL",
+                        [run_id])
+            self._replace_posthoc(run_id, posthoc)
+            if config_json is not None:
+                con.execute("UPDATE runs SET config = ? WHERE run_id = ?", [config_json, run_id])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _replace_posthoc(self, run_id: str, posthoc: dict[str, pd.DataFrame]) -> None:
+        con = self.con
+        con.register("new_calibrated", posthoc["predictions"])
+        con.execute("""UPDATE predictions p SET probs = n.probs::DOUBLE[], y_pred = n.y_pred,
+                              defer_score = n.defer_score
+                       FROM new_calibrated n WHERE p.run_id = ? AND p.model = n.model AND p.case_id = n.case_id""",
+                    [run_id])
+        con.unregister("new_calibrated")
+        for table in _POSTHOC_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            df = posthoc[table]
+            if df.empty:
+                continue
+            columns = [c for c in self._columns(table) if c != "run_id"]
+            df = df.copy()
+            for c in columns:
+                if c not in df:
+                    df[c] = None
+                elif df[c].map(lambda v: isinstance(v, dict)).any():
+                    df[c] = df[c].map(lambda v: json.dumps(v, default=float))
+            con.register("new_rows", df[columns])
+            con.execute(f"INSERT INTO {table} (run_id, {', '.join(columns)}) SELECT ?, * FROM new_rows", [run_id])
+            con.unregister("new_rows")
+
+    def _columns(self, table: str) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+            [table]).fetchall()]
+
+    def read_table(self, table: str, run_id: str, **where) -> pd.DataFrame:
+        """Rows of one post-hoc table for a run, filtered by equality on allowed columns."""
+        if table not in _POSTHOC_TABLES:
+            raise ValueError(f"table must be one of {list(_POSTHOC_TABLES)}, got {table!r}.")
+        allowed = set(self._columns(table))
+        bad = [k for k in where if k not in allowed]
+        if bad:
+            raise ValueError(f"Cannot filter {table} by {bad}; columns: {sorted(allowed)}.")
+        clauses = "".join(f" AND {k} = ?" for k in where)
+        return self.con.execute(f"SELECT * FROM {table} WHERE run_id = ?{clauses}",
+                                [run_id, *where.values()]).df()
 
     def fail_run(self, run_id: str, error: str) -> None:
         self.con.execute("UPDATE runs SET status = 'failed', finished_at = now(), error = ? WHERE run_id = ?",

@@ -21,6 +21,19 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from trainer.calibrate import calibrate
+
+    overrides = {}
+    if args.audit_extra is not None:
+        overrides["audit_extra"] = tuple(c.strip() for c in args.audit_extra.split(",") if c.strip())
+    if args.default_policy:
+        overrides["default_policy"] = args.default_policy
+    tables = calibrate(args.db, args.run, overrides, log=lambda msg: print(msg, file=sys.stderr))
+    print(f"{len(tables['metrics']):,} metric rows for run {args.run}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer",
                                      description="Train, calibrate and explain triage models on a stored dataset.")
@@ -43,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
                                            "'open_clip:local-dir:<folder>'")
     f.add_argument("--cache-dir", help="feature cache folder (default data/cache)")
     f.set_defaults(func=_fit)
+    c = sub.add_parser("calibrate", help="re-run calibration, deferral, conformal sets, policies and the audit",
+                       description="Re-run everything fitted after training (on the calib split) for a stored "
+                                   "run, from its stored predictions, and replace its tables. fit runs this at "
+                                   "its end.")
+    c.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    c.add_argument("--run", required=True, help="run_id (see runs table or the last line of fit)")
+    c.add_argument("--audit-extra", help="comma-separated manifest columns (cases.extra) to slice the audit by, "
+                                         "e.g. sex,age_band; saved in the run's config")
+    c.add_argument("--default-policy", choices=("review_budget", "target_accuracy", "urgent_sensitivity"),
+                   help="the policy behind the audit's deferral metrics (default: the run's, review_budget)")
+    c.set_defaults(func=_calibrate)
     return parser
 
 

@@ -40,7 +40,39 @@ class FitConfig:
     unified_embed_dim: int = 64
     threads: int = 2
     cache_dir: str = "data/cache"
+    # After training, all fitted on the calib split (see trainer/calibrate.py).
+    calibrators: tuple[str, ...] = ("temperature", "vector", "isotonic")  # chosen by out-of-fold NLL
+    calib_folds: int = 5
+    urgent_doubt: float = 0.2  # a non-urgent call still giving urgent classes this much needs review
+    alpha: float = 0.1  # conformal sets cover the true class with probability >= 1 - alpha
+    conformal_method: str = "lac"  # lac | aps; the default sets (Mondrian by skin-tone group)
+    review_budget: float = 0.2  # share of cases clinicians review under the review_budget policy
+    target_accuracy: float = 0.9  # accuracy on accepted cases under the target_accuracy policy
+    urgent_sensitivity: float = 0.95  # floor on urgent cases caught under the urgent_sensitivity policy
+    default_policy: str = "review_budget"  # the policy the audit's deferral metrics use
+    n_boot: int = 1000  # bootstrap resamples of patients
+    min_slice_n: int = 30  # slices smaller than this are marked too small to judge
+    audit_extra: tuple[str, ...] = ()  # manifest columns (cases.extra) to slice the audit by
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        checks = [
+            (set(self.calibrators) <= {"temperature", "vector", "isotonic"} and self.calibrators,
+             f"calibrators must be a non-empty subset of temperature, vector, isotonic; got {self.calibrators}"),
+            (self.conformal_method in ("lac", "aps"), f"conformal_method must be lac or aps, got {self.conformal_method!r}"),
+            (self.default_policy in ("review_budget", "target_accuracy", "urgent_sensitivity"),
+             f"default_policy must be review_budget, target_accuracy or urgent_sensitivity, got {self.default_policy!r}"),
+            (0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}"),
+            (0 <= self.review_budget <= 1, f"review_budget must be in [0, 1], got {self.review_budget}"),
+            (0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}"),
+            (0 < self.urgent_sensitivity <= 1, f"urgent_sensitivity must be in (0, 1], got {self.urgent_sensitivity}"),
+            (0 <= self.urgent_doubt <= 1, f"urgent_doubt must be in [0, 1], got {self.urgent_doubt}"),
+            (self.n_boot >= 1000, f"n_boot must be at least 1000 for 95% intervals, got {self.n_boot}"),
+            (self.calib_folds >= 2, f"calib_folds must be at least 2, got {self.calib_folds}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message + ".")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -52,8 +84,9 @@ class FitConfig:
         if unknown:
             raise ValueError(f"Unknown config keys {sorted(unknown)}; known: {sorted(known)}.")
         data = dict(data)
-        if "models" in data:
-            data["models"] = tuple(data["models"])
+        for key in ("models", "calibrators", "audit_extra"):
+            if key in data:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 

@@ -20,6 +20,7 @@ import torch
 
 from data_store.splits import make_splits
 from data_store.store import TriageStore
+from trainer.calibrate import posthoc_tables
 from trainer.checkpoints import save_checkpoint
 from trainer.config import FitConfig
 from trainer.encoders import OpenClipImageEncoder, TextEncoder
@@ -121,12 +122,17 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
         for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
             shutil.copytree(folder, artifacts / name, dirs_exist_ok=True)
         predictions = train_all(cfg, classes, cases, split, feats, text_dim, artifacts, timings, log)
+        distance = pd.Series(train_distance(feats, split.to_numpy()), index=cases["case_id"])
+        predictions["train_distance"] = distance.loc[predictions["case_id"]].to_numpy()
+        t = time.perf_counter()
+        posthoc = posthoc_tables(predictions, cases, classes, info["urgent_classes"], cfg, log)
+        timings["posthoc"] = time.perf_counter() - t
         t = time.perf_counter()
         splits_df = pd.DataFrame({"case_id": split.index, "split": split.to_numpy()})
         with TriageStore(db) as store:
             store.finish_run(run_id, splits_df, predictions,
-                             json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}))
-        log(f"stored {len(predictions):,} predictions in {time.perf_counter() - t:.1f} s")
+                             json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}), posthoc)
+        log(f"stored {len(predictions):,} predictions and the audit in {time.perf_counter() - t:.1f} s")
     except BaseException as exc:
         with TriageStore(db) as store:
             store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
@@ -220,5 +226,25 @@ def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd
     for name, lg in logits.items():
         p = torch.from_numpy(lg).double().softmax(1).numpy()
         rows.append(pd.DataFrame({"model": name, "case_id": ids, "split": split_arr[eval_idx], "y_true": y_true,
-                                  "y_pred": np.asarray(classes)[p.argmax(1)], "probs": list(p)}))
+                                  "y_pred": np.asarray(classes)[p.argmax(1)], "probs_uncal": list(p)}))
     return pd.concat(rows, ignore_index=True)
+
+
+def train_distance(feats, split_arr: np.ndarray, k: int = 10, chunk: int = 1024) -> np.ndarray:
+    """(n,) mean cosine distance of each case to its k nearest training cases, in the
+    space of the mean note token and the mean image token (each unit length): a signal
+    that a case lies away from what the models learnt from."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+
+    text = np.concatenate([  # mean of each note's real tokens, (n, d), in chunks: the tokens are large
+        (feats.text_tokens[s:s + chunk].astype(np.float32) * feats.text_mask[s:s + chunk, :, None]).sum(1)
+        / np.maximum(feats.text_mask[s:s + chunk].sum(1, keepdims=True), 1) for s in range(0, len(split_arr), chunk)])
+    emb = np.hstack([unit(text), unit(feats.image_tokens.astype(np.float32).mean(1))]) / np.sqrt(2)
+    train = emb[split_arr == "train"]
+    k = min(k, len(train))
+    out = np.empty(len(emb))
+    for s in range(0, len(emb), chunk):
+        sim = emb[s:s + chunk] @ train.T  # (chunk, n_train)
+        out[s:s + chunk] = 1 - np.partition(sim, -k, axis=1)[:, -k:].mean(1)
+    return out

@@ -27,7 +27,7 @@ class SynthConfig:
     n: int = 14000
     seed: int = 0
     image_size: int = 128
-    tone_effect: float = 0.6  # lesion contrast on type VI is (1 - tone_effect) of type I
+    tone_effect: float = 0.85  # lesion contrast on type VI is (1 - tone_effect) of type I
     ambiguous_rate: float = 0.06  # image and note both present as a neighbouring condition
     label_noise: float = 0.02  # label replaced by another category
     empty_note_rate: float = 0.04

@@ -1,0 +1,101 @@
+"""The deferral score and the policies built on it."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from trainer import metrics as M
+from trainer.deferral import (SIGNALS, DeferralScorer, GroupAccuracy, ReviewBudget, TargetAccuracy,
+                              UrgentSensitivity, deferral_signals, doubtful_rule_out)
+
+URGENT = np.array([True, True, False, False])
+
+
+def _cases(seed: int, n: int = 4000):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, 4)) * 2
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=q) for q in p])  # calibrated by construction
+    return p, y, rng
+
+
+def test_doubtful_rule_out_is_a_non_urgent_call_with_enough_urgent_mass():
+    p = np.array([[0.1, 0.15, 0.7, 0.05], [0.05, 0.05, 0.8, 0.1], [0.5, 0.1, 0.3, 0.1]])
+    np.testing.assert_array_equal(doubtful_rule_out(p, URGENT, 0.2), [True, False, False])
+
+
+def test_score_is_one_for_rule_outs_and_a_calibrated_error_probability_elsewhere():
+    p, y, _ = _cases(0, 20000)
+    signals = deferral_signals(p, URGENT)
+    assert list(signals.columns) == list(SIGNALS)
+    wrong, rule_out = p.argmax(1) != y, doubtful_rule_out(p, URGENT, 0.2)
+    fit, test = np.arange(10000), np.arange(10000, 20000)
+    scorer = DeferralScorer().fit(signals.iloc[fit], wrong[fit], rule_out[fit])
+    score = scorer.predict(signals.iloc[test], rule_out[test])
+    assert (score[rule_out[test]] == 1).all()
+    keep = ~rule_out[test]
+    assert M.binary_ece(score[keep], wrong[test][keep]) < 0.03
+    assert roc_auc_score(wrong[test][keep], score[keep]) > 0.65
+    assert scorer.params()["model"] == "logistic"
+
+
+def test_scorer_without_enough_errors_falls_back_to_the_base_rate_and_says_so():
+    signals = pd.DataFrame(np.random.default_rng(0).normal(size=(20, len(SIGNALS))), columns=list(SIGNALS))
+    wrong = np.zeros(20, bool)
+    wrong[:2] = True
+    scorer = DeferralScorer().fit(signals, wrong, np.zeros(20, bool))
+    assert scorer.params()["model"] == "base_rate"
+    np.testing.assert_allclose(scorer.predict(signals, np.zeros(20, bool)), 3 / 22)
+
+
+def test_review_budget_defers_the_top_share():
+    score = np.random.default_rng(0).random(1000)
+    policy = ReviewBudget(0.2).fit(score)
+    assert policy.decide(score).sum() == 200
+    assert policy.decide(score)[np.argsort(score)[-200:]].all()
+    assert not ReviewBudget(0.0).fit(score).decide(score).any()
+
+
+def test_target_accuracy_is_met_with_the_fewest_deferrals():
+    p, y, _ = _cases(1)
+    correct = p.argmax(1) == y
+    score = 1 - p.max(1)
+    policy = TargetAccuracy(0.9).fit(score, correct)
+    deferred = policy.decide(score)
+    assert correct[~deferred].mean() >= 0.9
+    # one threshold step lower (deferring more is the only way to raise it): the next
+    # larger candidate threshold must miss the target
+    higher = np.sort(np.unique(score[score > policy.threshold_]))
+    if len(higher):
+        accepted = score < higher[0]
+        assert correct[accepted].mean() < 0.9
+
+
+def test_urgent_sensitivity_floor_is_met_at_least_workload():
+    p, y, _ = _cases(2)
+    urgent_true, flagged = URGENT[y], URGENT[p.argmax(1)]
+    score = p[:, URGENT].sum(1) * ~flagged + 0.01 * flagged
+    policy = UrgentSensitivity(0.95).fit(score, urgent_true=urgent_true, flagged_urgent=flagged)
+    deferred = policy.decide(score)
+    caught = (flagged | deferred)[urgent_true].mean()
+    assert caught >= 0.95
+    looser = score >= np.min(score[score > policy.threshold_])
+    assert (flagged | looser)[urgent_true].mean() < 0.95
+
+
+def test_group_thresholds_equalise_accepted_accuracy_at_a_cost_in_reviews():
+    p, y, rng = _cases(3, 8000)
+    group = np.where(rng.random(len(y)) < 0.5, "I-II", "V-VI")
+    # the model is worse on V-VI: flip a third of its correct answers there
+    pred = p.argmax(1).copy()
+    flip = (group == "V-VI") & (rng.random(len(y)) < 0.3)
+    pred[flip] = (pred[flip] + 1) % 4
+    correct, score = pred == y, 1 - p.max(1)
+    policy = GroupAccuracy(0.85).fit(score, correct, group)
+    deferred = policy.decide(score, group)
+    for g in ("I-II", "V-VI"):
+        assert correct[(group == g) & ~deferred].mean() >= 0.85
+    assert deferred[group == "V-VI"].mean() > deferred[group == "I-II"].mean()
+    assert set(policy.params()["thresholds"]) == {"I-II", "V-VI"}
+    with pytest.raises(ValueError, match="budget"):
+        ReviewBudget(1.5)
