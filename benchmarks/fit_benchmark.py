@@ -2,9 +2,9 @@
 
     python benchmarks/fit_benchmark.py --db data/triage.duckdb --dataset dermsynth [--repeats 1]
 
-Writes the `fit` block of docs/BENCHMARKS.md (wall time of both runs, each stage) and
-the `results` block of README.md (held-out macro F1 and per-category accuracy of every
-model of the last run, read from the store). Simulated data: not clinical evidence.
+Writes the `fit` block of docs/BENCHMARKS.md (wall time of both runs, each stage); the
+README's results come from benchmarks/posthoc_report.py. Simulated data: not clinical
+evidence.
 """
 from __future__ import annotations
 
@@ -67,7 +67,6 @@ def main() -> None:
     with TriageStore(args.db, read_only=True) as store:
         runs = store.list_runs().set_index("run_id")
         table = heldout_table(store, run_ids[-1])
-        run = store.read_run(run_ids[-1])
     stages = {rid: json.loads(runs.loc[rid, "timings"]) for rid in cold_ids + run_ids}
     med = statistics.median
     result = {"machine": machine(), "cold_s": cold, "warm_s": warm, "run_ids": run_ids, "stages": stages}
@@ -86,17 +85,6 @@ def main() -> None:
             f"Seconds per stage (cold runs, then warm runs):\n\n{stage_rows.round(1).to_markdown()}\n")
     replace_block(ROOT / "docs" / "BENCHMARKS.md", "fit", text,
                   title="# Benchmarks\n\nEvery figure here is written by the script named beside it.\n")
-    def stage_text(run_id: str) -> str:
-        return ", ".join(f"{k} {v:.0f} s" for k, v in stages[run_id].items() if not k.startswith("cache"))
-    replace_block(ROOT / "README.md", "results",
-                  f"Run `{run_ids[-1]}` (seed {json.loads(run['config'])['seed']}), held-out clinic "
-                  f"`{run['heldout_clinic']}`, test split. **Simulated data: not clinical evidence.** "
-                  f"acc_<category> is the share of that category's cases classified correctly.\n\n"
-                  f"{table.round(3).to_markdown()}\n\n"
-                  f"Wall time on {machine()}: first fit {med(cold):.0f} s, second fit on the warm cache "
-                  f"{med(warm):.0f} s. Stages of the first: {stage_text(cold_ids[-1])}; of the second: "
-                  f"{stage_text(run_ids[-1])}. Written by "
-                  f"`python benchmarks/fit_benchmark.py`; details in docs/BENCHMARKS.md.")
     print(text)
     print(table.round(3).to_string())
 

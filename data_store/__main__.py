@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same files")
     s.add_argument("--image-size", type=int, default=128, help="photo side in pixels (default 128)")
     s.add_argument("--tone-effect", type=float, default=SynthConfig.tone_effect,
-                   help="loss of lesion contrast on type VI skin relative to type I, 0 turns it off (default %(default)s)")
+                   help="loss of lesion contrast on type VI skin relative to type I, 0 turns it off "
+                        "(default %(default)s)")
     s.add_argument("--ambiguous-rate", type=float, default=0.06,
                    help="share of cases whose image and note point to a neighbouring condition (default 0.06)")
     s.add_argument("--label-noise", type=float, default=0.02, help="share of wrong labels (default 0.02)")

@@ -85,15 +85,19 @@ CREATE TABLE IF NOT EXISTS predictions (
 -- Schema 2: calibration, deferral, conformal sets, policies and the audit.
 -- probs above holds calibrated probabilities; probs_uncal what the model gave.
 ALTER TABLE predictions ADD COLUMN IF NOT EXISTS probs_uncal DOUBLE[];  -- as the model gave them (NULL before schema 2)
+-- Per-case signals of the deferral score (the same for every model of a run):
 ALTER TABLE predictions ADD COLUMN IF NOT EXISTS train_distance DOUBLE;  -- mean cosine distance to the 10 nearest training cases
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS photo_sharpness DOUBLE;  -- mean |Laplacian| of the grey photo (blur: low)
+ALTER TABLE predictions ADD COLUMN IF NOT EXISTS photo_overexposed DOUBLE;  -- share of near-white pixels
 
--- The calibrator chosen for each model, by out-of-fold NLL on calib.
+-- The calibrator chosen for each model: the lowest out-of-fold NLL on calib among the
+-- candidates whose out-of-fold top-label ECE is no worse than the raw model's.
 CREATE TABLE IF NOT EXISTS calibrators (
-    run_id   VARCHAR NOT NULL,
-    model    VARCHAR NOT NULL,
-    method   VARCHAR NOT NULL,              -- temperature | vector | isotonic
-    params   JSON NOT NULL,                 -- e.g. {"temperature": 1.3}
-    oof_nll  JSON NOT NULL,                 -- out-of-fold NLL on calib per candidate, and "none" (raw model)
+    run_id      VARCHAR NOT NULL,
+    model       VARCHAR NOT NULL,
+    method      VARCHAR NOT NULL,           -- temperature | vector | isotonic | none (raw probabilities kept)
+    params      JSON NOT NULL,              -- e.g. {"temperature": 1.3}
+    candidates  JSON NOT NULL,              -- {"temperature": {"nll": .., "ece": ..}, ..., "none": {..}}, out of fold
     PRIMARY KEY (run_id, model)
 );
 

@@ -140,7 +140,7 @@ class TriageStore:
     def finish_run(self, run_id: str, splits: pd.DataFrame, predictions: pd.DataFrame, timings_json: str,
                    posthoc: dict[str, pd.DataFrame]) -> None:
         """Write splits, predictions and the post-hoc tables and mark the run complete, in one
-        transaction. ``predictions`` has probs_uncal and train_distance; ``posthoc`` is
+        transaction. ``predictions`` has probs_uncal and the per-case signals; ``posthoc`` is
         trainer.calibrate.posthoc_tables (its "predictions" fills probs, y_pred, defer_score)."""
         con = self.con
         con.execute("BEGIN")
@@ -152,9 +152,10 @@ class TriageStore:
             con.unregister("new_splits")
             con.register("new_predictions", predictions)
             con.execute("""INSERT INTO predictions (run_id, model, case_id, split, y_true, y_pred, probs,
-                                                   probs_uncal, train_distance)
+                                                   probs_uncal, train_distance, photo_sharpness, photo_overexposed)
                            SELECT ?, model, case_id, split, y_true, y_pred, probs_uncal::DOUBLE[],
-                                  probs_uncal::DOUBLE[], train_distance FROM new_predictions""", [run_id])
+                                  probs_uncal::DOUBLE[], train_distance, photo_sharpness, photo_overexposed
+                           FROM new_predictions""", [run_id])
             con.unregister("new_predictions")
             self._replace_posthoc(run_id, posthoc)
             con.execute("""UPDATE runs SET status = 'complete', finished_at = now(), timings = ?

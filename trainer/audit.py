@@ -167,7 +167,8 @@ def audit_rows(replicates: dict[tuple[str, str], dict[str, np.ndarray]], min_n: 
                     diff = reps[v] - reps[reference]
                     row.update(gap=float(diff[0]), gap_reference=reference)
                     row["gap_low"], row["gap_high"] = _percentiles(diff[1:])
-                    row["flagged"] = bool(v != reference and n[v] >= min_n and (row["gap_low"] > 0 or row["gap_high"] < 0))
+                    excludes_zero = row["gap_low"] > 0 or row["gap_high"] < 0
+                    row["flagged"] = bool(v != reference and n[v] >= min_n and excludes_zero)
                 rows.append(row)
     return pd.DataFrame(rows)
 

@@ -11,7 +11,8 @@ import pandas as pd
 
 from data_store.store import TriageStore
 from trainer import metrics as M
-from trainer.audit import CaseOutcomes, audit_rows, bootstrap_slices, fitzpatrick_group, fitzpatrick_type, patient_weights
+from trainer.audit import (CaseOutcomes, audit_rows, bootstrap_slices, fitzpatrick_group, fitzpatrick_type,
+                           patient_weights)
 from trainer.config import FitConfig
 from trainer.deferral import deferral_signals
 from trainer.posthoc import (BASELINES, SPLITS, ModelOutputs, calibrate_model, conformal_sets, fit_policies,
@@ -62,9 +63,10 @@ def audit_model(out: ModelOutputs, deferred, sets, urgent, weights: dict, cfg) -
         for fam in POINT_SLICES:
             for value in sorted(set(families[fam][m])):
                 g = m & (families[fam] == value)
+                point = point_only_metrics(out, g)
                 metric_rows.append(pd.DataFrame(
                     [{"split": s, "slice": fam, "slice_value": value, "metric": k, "value": v, "n": int(g.sum()),
-                      "too_small": g.sum() < cfg.min_slice_n, "flagged": False} for k, v in point_only_metrics(out, g).items()]))
+                      "too_small": g.sum() < cfg.min_slice_n, "flagged": False} for k, v in point.items()]))
         for fam in CURVE_SLICES:
             for value in sorted(set(families[fam][m])):
                 g = m & (families[fam] == value)
@@ -119,10 +121,12 @@ def _comparisons(f1: dict[str, dict[str, np.ndarray]], n: dict[str, int]) -> pd.
 def posthoc_tables(preds: pd.DataFrame, cases: pd.DataFrame, classes: list[str], urgent_classes,
                    cfg: FitConfig, log=print) -> dict[str, pd.DataFrame]:
     """Every post-hoc table of a run. ``preds`` has model, case_id, split, y_true,
-    probs_uncal and train_distance; nothing here reads a ``sim_*`` column unless the
+    probs_uncal, and the per-case signals train_distance, photo_sharpness and
+    photo_overexposed (any may be absent); nothing here reads a ``sim_*`` column unless the
     user names it as an audit slice."""
     urgent = np.isin(classes, list(urgent_classes if urgent_classes is not None else []))
-    outs = {m: ModelOutputs(case_frame(g, cases, classes, tuple(cfg.audit_extra)), np.stack(g.sort_values("case_id")["probs_uncal"]))
+    outs = {m: ModelOutputs(case_frame(g, cases, classes, tuple(cfg.audit_extra)),
+                            np.stack(g.sort_values("case_id")["probs_uncal"]))
             for m, g in preds.groupby("model", sort=False)}
     tables: dict[str, list] = {k: [] for k in ("calibrators", "deferral_scorers", "conformal", "policies", "metrics",
                                                "reliability_bins", "risk_coverage")}
@@ -137,8 +141,10 @@ def posthoc_tables(preds: pd.DataFrame, cases: pd.DataFrame, classes: list[str],
     f1, pred_rows = {}, []
     for model, out in outs.items():
         t = time.perf_counter()
+        per_case = {c: out.frame[c].to_numpy() for c in ("train_distance", "photo_sharpness", "photo_overexposed")
+                    if c in out.frame}
         signals = deferral_signals(out.probs, urgent, text.probs if text else None, image.probs if image else None,
-                                   out.frame["train_distance"].to_numpy(), out.frame["note"].str.strip().eq("").to_numpy())
+                                   note_missing=out.frame["note"].str.strip().eq("").to_numpy(), **per_case)
         tables["deferral_scorers"].append({"model": model, "params": score_deferral(out, signals, urgent, cfg)})
         conf_rows, sets = conformal_sets(out, cfg, u)
         policy_rows, deferred = fit_policies(out, urgent, sets, cfg)

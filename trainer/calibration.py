@@ -1,5 +1,5 @@
 """Post-hoc calibrators, fitted on the ``calib`` split only, and their selection by
-out-of-fold NLL.
+out-of-fold NLL and ECE.
 
 Each calibrator takes ``logits`` (n_samples, n_classes): any scores whose softmax is the
 model's probabilities (the store keeps probabilities, so callers pass their logarithm).
@@ -16,7 +16,7 @@ from scipy.special import log_softmax, softmax
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from trainer.metrics import nll
+from trainer.metrics import ece, nll
 
 PROB_FLOOR = 1e-4  # isotonic steps reach 0 and 1; a class never gets exactly zero probability
 
@@ -114,6 +114,19 @@ class IsotonicCalibrator:
                                for r in self.regressors_]}
 
 
+class Uncalibrated:
+    """The model's own probabilities: kept when no calibrator improves them out of fold."""
+
+    def fit(self, logits, y_true) -> "Uncalibrated":
+        return self
+
+    def predict_proba(self, logits) -> np.ndarray:
+        return softmax(_check(logits)[0], axis=1)
+
+    def params(self) -> dict:
+        return {}
+
+
 CALIBRATORS = {"temperature": TemperatureScaler, "vector": VectorScaler, "isotonic": IsotonicCalibrator}
 
 
@@ -135,15 +148,17 @@ def out_of_fold(make, logits: np.ndarray, y_true: np.ndarray, n_folds: int, seed
 
 @dataclass
 class CalibrationChoice:
-    method: str
+    method: str  # a key of CALIBRATORS, or "none"
     calibrator: object  # fitted on all of calib
     oof_probs: np.ndarray  # (n_calib, n_classes), each row from a calibrator that never saw it
-    oof_nll: dict[str, float]  # per candidate method, plus "none" for the raw model
+    candidates: dict[str, dict[str, float]]  # out-of-fold {"nll", "ece"} per method, and "none" (the raw model)
 
 
 def select_calibrator(logits, y_true, methods=tuple(CALIBRATORS), n_folds: int = 5,
                       seed: int = 0) -> CalibrationChoice:
-    """Pick the method with the lowest out-of-fold NLL on ``calib`` and refit it on all of it."""
+    """Pick the method with the lowest out-of-fold NLL on ``calib`` among those whose
+    out-of-fold top-label ECE is no worse than the raw model's, and refit it on all of
+    calib. If every method worsens the ECE, the raw probabilities are kept ("none")."""
     logits, y_true = _check(logits, y_true)
     unknown = [m for m in methods if m not in CALIBRATORS]
     if unknown or not methods:
@@ -151,7 +166,9 @@ def select_calibrator(logits, y_true, methods=tuple(CALIBRATORS), n_folds: int =
     if len(y_true) < 2 * n_folds:
         raise ValueError(f"The calib split has {len(y_true)} cases; calibration needs at least {2 * n_folds}.")
     oof = {m: out_of_fold(CALIBRATORS[m], logits, y_true, n_folds, seed) for m in methods}
-    scores = {m: nll(y_true, p) for m, p in oof.items()}
-    best = min(scores, key=scores.get)
-    scores["none"] = nll(y_true, softmax(logits, axis=1))
-    return CalibrationChoice(best, CALIBRATORS[best]().fit(logits, y_true), oof[best], scores)
+    oof["none"] = softmax(logits, axis=1)
+    scores = {m: {"nll": nll(y_true, p), "ece": ece(y_true, p)} for m, p in oof.items()}
+    eligible = [m for m in methods if scores[m]["ece"] <= scores["none"]["ece"]]
+    best = min(eligible, key=lambda m: scores[m]["nll"]) if eligible else "none"
+    make = CALIBRATORS.get(best, Uncalibrated)
+    return CalibrationChoice(best, make().fit(logits, y_true), oof[best], scores)

@@ -59,9 +59,11 @@ class FitConfig:
         checks = [
             (set(self.calibrators) <= {"temperature", "vector", "isotonic"} and self.calibrators,
              f"calibrators must be a non-empty subset of temperature, vector, isotonic; got {self.calibrators}"),
-            (self.conformal_method in ("lac", "aps"), f"conformal_method must be lac or aps, got {self.conformal_method!r}"),
+            (self.conformal_method in ("lac", "aps"),
+             f"conformal_method must be lac or aps, got {self.conformal_method!r}"),
             (self.default_policy in ("review_budget", "target_accuracy", "urgent_sensitivity"),
-             f"default_policy must be review_budget, target_accuracy or urgent_sensitivity, got {self.default_policy!r}"),
+             "default_policy must be review_budget, target_accuracy or urgent_sensitivity, "
+             f"got {self.default_policy!r}"),
             (0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}"),
             (0 <= self.review_budget <= 1, f"review_budget must be in [0, 1], got {self.review_budget}"),
             (0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}"),

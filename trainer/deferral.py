@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 SIGNALS = ("confidence", "margin", "entropy", "p_urgent", "text_image_tv", "text_image_disagree",
-           "train_distance", "note_missing")
+           "train_distance", "note_missing", "photo_sharpness", "photo_overexposed")
 MIN_EACH = 5  # right and wrong outputs each, below which the logistic model is not fitted
 
 
@@ -28,10 +28,10 @@ def doubtful_rule_out(probs: np.ndarray, urgent: np.ndarray, urgent_doubt: float
 
 
 def deferral_signals(probs: np.ndarray, urgent: np.ndarray, probs_text: np.ndarray | None = None,
-                     probs_image: np.ndarray | None = None, train_distance: np.ndarray | None = None,
-                     note_missing: np.ndarray | None = None) -> pd.DataFrame:
-    """One row of signals per case. Absent inputs (a run without the single-modality
-    models, a store without distances) give a constant column the model ignores."""
+                     probs_image: np.ndarray | None = None, **per_case: np.ndarray | None) -> pd.DataFrame:
+    """One row of signals per case. ``per_case``: train_distance, note_missing,
+    photo_sharpness, photo_overexposed. Absent inputs (a run without the single-modality
+    models, a run stored before these signals) give a constant column the model ignores."""
     n = len(probs)
     top2 = np.sort(probs, 1)[:, -2:]
     out = {"confidence": top2[:, 1], "margin": top2[:, 1] - top2[:, 0],
@@ -41,8 +41,9 @@ def deferral_signals(probs: np.ndarray, urgent: np.ndarray, probs_text: np.ndarr
         out["text_image_disagree"] = (probs_text.argmax(1) != probs_image.argmax(1)).astype(float)
     else:
         out["text_image_tv"] = out["text_image_disagree"] = np.zeros(n)
-    out["train_distance"] = np.zeros(n) if train_distance is None else np.nan_to_num(np.asarray(train_distance, float))
-    out["note_missing"] = np.zeros(n) if note_missing is None else np.asarray(note_missing, float)
+    for name in SIGNALS[6:]:
+        value = per_case.get(name)
+        out[name] = np.zeros(n) if value is None else np.nan_to_num(np.asarray(value, float))
     return pd.DataFrame(out)[list(SIGNALS)]
 
 

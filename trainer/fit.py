@@ -122,8 +122,9 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
         for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
             shutil.copytree(folder, artifacts / name, dirs_exist_ok=True)
         predictions = train_all(cfg, classes, cases, split, feats, text_dim, artifacts, timings, log)
-        distance = pd.Series(train_distance(feats, split.to_numpy()), index=cases["case_id"])
-        predictions["train_distance"] = distance.loc[predictions["case_id"]].to_numpy()
+        per_case = pd.DataFrame({"train_distance": train_distance(feats, split.to_numpy()),
+                                 **photo_quality(feats.images)}, index=cases["case_id"])
+        predictions = predictions.join(per_case, on="case_id")
         t = time.perf_counter()
         posthoc = posthoc_tables(predictions, cases, classes, info["urgent_classes"], cfg, log)
         timings["posthoc"] = time.perf_counter() - t
@@ -248,3 +249,16 @@ def train_distance(feats, split_arr: np.ndarray, k: int = 10, chunk: int = 1024)
         sim = emb[s:s + chunk] @ train.T  # (chunk, n_train)
         out[s:s + chunk] = 1 - np.partition(sim, -k, axis=1)[:, -k:].mean(1)
     return out
+
+
+def photo_quality(images: np.ndarray, chunk: int = 1024) -> dict[str, np.ndarray]:
+    """Signals of an unusable photo, (n,) each: sharpness (mean absolute Laplacian of the
+    grey image, low when blurred) and the share of near-white pixels (overexposure)."""
+    sharp, over = [], []
+    for s in range(0, len(images), chunk):
+        x = images[s:s + chunk]
+        g = x.astype(np.float32).mean(-1) / 255  # (chunk, S, S)
+        lap = 4 * g[:, 1:-1, 1:-1] - g[:, :-2, 1:-1] - g[:, 2:, 1:-1] - g[:, 1:-1, :-2] - g[:, 1:-1, 2:]
+        sharp.append(np.abs(lap).mean((1, 2)))
+        over.append((x.min(-1) >= 250).mean((1, 2)))
+    return {"photo_sharpness": np.concatenate(sharp), "photo_overexposed": np.concatenate(over)}

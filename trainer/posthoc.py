@@ -15,12 +15,10 @@ import pandas as pd
 from sklearn.model_selection import KFold
 
 from trainer import metrics as M
-from trainer.audit import (CaseOutcomes, audit_rows, bootstrap_slices, fitzpatrick_group, fitzpatrick_type,
-                           patient_weights)
 from trainer.calibration import log_probs, select_calibrator
 from trainer.conformal import SplitConformal
 from trainer.deferral import (DeferralScorer, GroupAccuracy, ReviewBudget, TargetAccuracy, UrgentSensitivity,
-                              deferral_signals, doubtful_rule_out)
+                              doubtful_rule_out)
 
 SPLITS = ("val", "calib", "test")
 BASELINES = ("text_only", "image_only")
@@ -50,9 +48,9 @@ def calibrate_model(out: ModelOutputs, cfg, log) -> dict:
     choice = select_calibrator(logits[calib], y[calib], cfg.calibrators, cfg.calib_folds, cfg.seed)
     out.probs = choice.calibrator.predict_proba(logits)
     out.probs[calib] = choice.oof_probs
-    log(f"  calibrator {choice.method} (out-of-fold NLL " +
-        ", ".join(f"{k} {v:.3f}" for k, v in choice.oof_nll.items()) + ")")
-    return {"method": choice.method, "params": choice.calibrator.params(), "oof_nll": choice.oof_nll}
+    log(f"  calibrator {choice.method} (out-of-fold NLL / ECE: " +
+        ", ".join(f"{k} {v['nll']:.3f} / {v['ece']:.3f}" for k, v in choice.candidates.items()) + ")")
+    return {"method": choice.method, "params": choice.calibrator.params(), "candidates": choice.candidates}
 
 
 def score_deferral(out: ModelOutputs, signals: pd.DataFrame, urgent: np.ndarray, cfg) -> dict:

@@ -53,7 +53,8 @@ def test_point_estimates_match_sklearn_on_every_group():
     for value in ("I-II", "III-IV", "V-VI", "unknown"):
         idx = np.flatnonzero(groups == value)
         for metric, expected in _sklearn_metrics(o, idx).items():
-            assert reps[("fitzpatrick_group", value)][metric][0] == pytest.approx(expected, abs=1e-6), (value, metric)  # torchmetrics: float32
+            got = reps[("fitzpatrick_group", value)][metric][0]
+            assert got == pytest.approx(expected, abs=1e-6), (value, metric)  # torchmetrics computes in float32
     assert reps[("overall", "all")]["accuracy"].shape == (1001,)
 
 

@@ -125,8 +125,9 @@ def test_calibration_tables_and_curves(stored):
     cal = stored["calibrators"]
     assert set(cal["model"]) == set(MODEL_NAMES)
     for _, row in cal.iterrows():
-        oof = json.loads(row["oof_nll"])
-        assert row["method"] == min((k for k in oof if k != "none"), key=oof.get)
+        scores = json.loads(row["candidates"])
+        eligible = [k for k in scores if k != "none" and scores[k]["ece"] <= scores["none"]["ece"]]
+        assert row["method"] == (min(eligible, key=lambda k: scores[k]["nll"]) if eligible else "none")
     bins = stored["reliability_bins"]
     assert set(bins["kind"]) == {"calibrated", "uncalibrated", "defer"}
     assert (bins.groupby(["model", "split", "kind", "slice", "slice_value"])["bin"].count() == 15).all()
