@@ -4,7 +4,7 @@
 
 Ours runs on the stored test split (the held-out clinic) of the run's five models, every
 slice family (overall, Fitzpatrick type, skin-tone group, clinic, category, skin-tone
-group x clinic), 1,000 patient resamples, every audit metric (13, calibration errors
+group x clinic), 1,000 patient resamples, every audit metric (calibration errors
 included). fairlearn's MetricFrame(n_boot=1000) takes minutes per slice family, so the
 head-to-head runs both on one model and one family (skin-tone group), fairlearn with four
 metrics (accuracy, macro F1, balanced accuracy, ECE). Writes the `audit` block of
@@ -107,6 +107,9 @@ def main() -> None:
     n = len(data[models[0]]["outcomes"].y_true)
     families = list(data[models[0]]["families"])
     groups = sum(len(set(v)) for v in data[models[0]]["families"].values())
+    d = data[models[0]]
+    n_metrics = len(bootstrap_slices(d["outcomes"], np.ones((1, n)), {"overall": np.full(n, "all")})[
+        ("overall", "all")]) - 1  # every metric but the count
     ours_all = [ours(data, models) for _ in range(args.repeats)]
     # Head to head on the same work: one model, the skin-tone-group family.
     pair = (["late_fusion"] if "late_fusion" in data else models[:1], ["fitzpatrick_group"])
@@ -128,7 +131,7 @@ def main() -> None:
             f"{groups} groups in {len(families)} slice families per model); {N_BOOT:,} resamples everywhere. "
             f"Simulated data: not clinical evidence.\n\n"
             f"| work | method | median s | runs s |\n|:--|:--|--:|:--|\n"
-            f"| all slices, {len(models)} models | ours (`trainer.audit`): 13 metrics per group with 95% intervals, "
+            f"| all slices, {len(models)} models | ours (`trainer.audit`): {n_metrics} metrics per group with 95% intervals, "
             f"patients resampled, gaps to the best group | {med(ours_all):.2f} | {runs(ours_all, '.2f')} |\n"
             f"| skin-tone groups, {pair[0][0]} | ours, as above | {med(ours_one):.3f} | {runs(ours_one, '.3f')} |\n"
             f"| skin-tone groups, {pair[0][0]} | fairlearn 0.15 `MetricFrame(n_boot={N_BOOT})`: 4 metrics "

@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,10 @@ def heldout_table(store: TriageStore, run_id: str) -> pd.DataFrame:
         y_true = df["y_true"].map(classes.index).to_numpy()
         y_pred = df["y_pred"].map(classes.index).to_numpy()
         recall = per_class_recall(y_true, y_pred, len(classes))
+        raw = [p if isinstance(p, (list, np.ndarray)) else q for p, q in zip(df["probs_uncal"], df["probs"])]
+        y_raw = np.stack(raw).argmax(1)
         rows.append({"model": model, "n": len(df), "macro_f1": macro_f1(y_true, y_pred, len(classes)),
+                     "macro_f1_raw": macro_f1(y_true, y_raw, len(classes)),
                      **{f"acc_{c}": r for c, r in zip(classes, recall)}})
     order = ["text_only", "image_only", "late_fusion", "cross_attention", "unified"]
     return pd.DataFrame(rows).set_index("model").reindex([m for m in order if m in {r["model"] for r in rows}])

@@ -205,3 +205,23 @@ CREATE TABLE IF NOT EXISTS conformal (
     coverage     DOUBLE NOT NULL,
     set_size     DOUBLE NOT NULL
 );
+
+-- Captum attributions per case (python -m trainer explain, or on demand from the dashboard).
+CREATE TABLE IF NOT EXISTS attributions (
+    run_id             VARCHAR NOT NULL,
+    model              VARCHAR NOT NULL,
+    case_id            VARCHAR NOT NULL,
+    target_class       VARCHAR NOT NULL,    -- the class explained: the model's prediction
+    method             VARCHAR NOT NULL,    -- integrated_gradients | occlusion
+    image_heatmap      BLOB,                -- float16 little-endian, row-major, heatmap_side x heatmap_side;
+                                            -- IG: signed attribution summed over channels; occlusion: mean
+                                            -- drop of the target logit when hidden (NULL: no photo path)
+    heatmap_side       INTEGER,
+    tokens             VARCHAR[],           -- the note's words and punctuation, in order (IG only)
+    token_scores       DOUBLE[],            -- signed attribution per word, word pieces summed (IG only)
+    modality_share     JSON,                -- {"image": .., "text": ..}: shares of |attribution| (IG only)
+    convergence_delta  DOUBLE,              -- IG completeness gap, in logits (IG only)
+    n_steps            INTEGER,             -- IG steps (Gauss-Legendre)
+    created_at         TIMESTAMP NOT NULL,
+    PRIMARY KEY (run_id, model, case_id, method)
+);

@@ -246,6 +246,43 @@ class TriageStore:
         return self.con.execute("SELECT * FROM predictions WHERE run_id = ? AND model = ? ORDER BY case_id",
                                 [run_id, model]).df()
 
+    # ---- attributions -------------------------------------------------------------
+    def write_attributions(self, rows: pd.DataFrame) -> None:
+        """Insert or replace attribution rows (keyed by run, model, case and method) in one transaction."""
+        if rows.empty:
+            return
+        con = self.con
+        columns = [c for c in self._columns("attributions") if c != "created_at"]
+        df = rows.copy()
+        for c in columns:
+            if c not in df:
+                df[c] = None
+        df["modality_share"] = df["modality_share"].map(lambda v: json.dumps(v) if isinstance(v, dict) else None)
+        con.execute("BEGIN")
+        try:
+            con.register("new_attr", df[columns])
+            con.execute("""DELETE FROM attributions a USING new_attr n WHERE a.run_id = n.run_id
+                           AND a.model = n.model AND a.case_id = n.case_id AND a.method = n.method""")
+            con.execute(f"INSERT INTO attributions ({', '.join(columns)}, created_at) "
+                        f"SELECT {', '.join(columns)}, now() FROM new_attr")
+            con.unregister("new_attr")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def read_attributions(self, run_id: str, model: str | None = None, case_id: str | None = None) -> pd.DataFrame:
+        return self.con.execute(
+            """SELECT * FROM attributions WHERE run_id = ? AND (? IS NULL OR model = ?)
+               AND (? IS NULL OR case_id = ?) ORDER BY model, case_id, method""",
+            [run_id, model, model, case_id, case_id]).df()
+
+    def read_case(self, dataset: str, case_id: str) -> dict:
+        df = self.con.execute("SELECT * FROM cases WHERE dataset = ? AND case_id = ?", [dataset, case_id]).df()
+        if df.empty:
+            raise StoreError(f"No case {case_id!r} in dataset {dataset!r}.")
+        return df.iloc[0].to_dict()
+
     def count_rejected(self, dataset: str) -> pd.DataFrame:
         return self.con.execute(
             """SELECT reason, count(*) AS n FROM rejected_rows WHERE dataset = ?

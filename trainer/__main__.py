@@ -34,6 +34,19 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from trainer.attributions import explain_run
+
+    models = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else None
+    case_ids = [c.strip() for c in args.case_ids.split(",") if c.strip()] if args.case_ids else None
+    if args.cases < 0 or args.sample < 0 or args.steps < 2:
+        raise ValueError("--cases and --sample must be >= 0 and --steps >= 2.")
+    n = explain_run(args.db, args.run, models, args.cases, args.sample, case_ids, args.steps,
+                    log=lambda msg: print(msg, file=sys.stderr))
+    print(f"{n:,} attribution rows for run {args.run}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer",
                                      description="Train, calibrate and explain triage models on a stored dataset.")
@@ -67,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--default-policy", choices=("review_budget", "target_accuracy", "urgent_sensitivity"),
                    help="the policy behind the audit's deferral metrics (default: the run's, review_budget)")
     c.set_defaults(func=_calibrate)
+    e = sub.add_parser("explain", help="Captum attributions of test cases into the store",
+                       description="Integrated Gradients on the photo pixels and the note's token embeddings "
+                                   "(with modality shares and the completeness delta) and Occlusion on the photo, "
+                                   "for every deferred or misclassified test case up to --cases, plus a random "
+                                   "sample of the rest.")
+    e.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    e.add_argument("--run", required=True, help="run_id")
+    e.add_argument("--model", help="comma-separated models (default: every model of the run)")
+    e.add_argument("--cases", type=int, default=200, help="most deferred or misclassified cases per model (default 200)")
+    e.add_argument("--sample", type=int, default=20, help="random other test cases per model (default 20)")
+    e.add_argument("--case-ids", help="comma-separated case ids instead of the selection above")
+    e.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
+    e.set_defaults(func=_explain)
     return parser
 
 

@@ -1,0 +1,270 @@
+"""Captum attributions per case: which pixels of the photo and which words of the note
+drove a model's triage, and how the attribution splits between the two modalities.
+
+``CasePipeline`` rebuilds one stored model end to end, from photo pixels and note
+tokens to logits (the run's frozen text encoder, its image encoder or CLIP, and the
+model on top), so attributions reach the raw inputs:
+
+- Integrated Gradients (Captum's ``LayerIntegratedGradients``) on the photo pixels and
+  on the text encoder's token embeddings at once, so one completeness delta covers both.
+  Baselines: the photo replaced by its own mean colour everywhere (skin tone kept,
+  lesion and structure removed), and every word piece of the note replaced by the
+  padding token (special tokens kept). The target is the model's predicted class;
+  attributions are of the raw model's logit (before calibration).
+- Occlusion on the photo as a second opinion: a square of the mean colour slid over it;
+  the score of a pixel is the mean drop of the target logit when it is hidden.
+- Word pieces are merged back to the note's words (scores summed).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+HEATMAP_SIDE = 32  # stored heatmaps are average-pooled to at most this side
+_WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
+
+
+@dataclass
+class Explanation:
+    """One model's attributions for one case."""
+
+    target: int  # class index explained (the prediction)
+    heatmap_ig: np.ndarray | None  # (side, side) signed IG attribution per pixel, summed over channels
+    heatmap_occlusion: np.ndarray | None  # (side, side) mean drop of the target logit when hidden
+    words: list[str]
+    word_scores: np.ndarray  # (n_words,) signed IG attribution per word
+    modality_share: dict[str, float]  # share of |attribution| on "image" and "text"
+    delta: float  # IG completeness gap: sum of attributions - (f(input) - f(baseline))
+
+
+def note_words(note: str) -> list[tuple[str, int, int]]:
+    """The note's words and punctuation marks with their character spans."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(note)]
+
+
+class CasePipeline(nn.Module):
+    """A stored model from raw inputs: ``forward(pixels, input_ids, attention_mask)`` -> logits.
+
+    pixels: (batch, 3, S, S) in [0, 1]; input_ids, attention_mask: (batch, L) of the run's
+    text encoder, or of the CLIP tokenizer for the unified model.
+    """
+
+    def __init__(self, model: nn.Module, text_encoder=None, image_encoder: nn.Module | None = None,
+                 parts: dict[str, nn.Module] | None = None, clip: nn.Module | None = None,
+                 image_size: int = 64):
+        super().__init__()
+        self.model, self.text_encoder, self.image_encoder, self.clip = model.eval(), text_encoder, image_encoder, clip
+        self.parts = nn.ModuleDict(parts or {})  # late fusion: its text_only and image_only
+        self.pixels = nn.Identity()  # a layer at the input, for LayerIntegratedGradients
+        self.image_size = image_size
+        self.fixed_text: torch.Tensor | None = None
+        self.uses = ("text", "image") if self.parts else tuple(getattr(model, "uses", ("text", "image")))
+        if clip is not None:
+            from trainer.models.unified import CLIP_MEAN, CLIP_STD
+
+            self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        for module in (self, getattr(text_encoder, "model", None)):
+            for p in module.parameters() if module is not None else ():
+                p.requires_grad_(False)
+        if text_encoder is not None:
+            text_encoder.model.eval()
+
+    @property
+    def text_layer(self) -> nn.Module:
+        return self.clip.token_embedding if self.clip is not None else self.text_encoder.model.get_input_embeddings()
+
+    def tokenize(self, note: str) -> dict:
+        """input_ids, attention_mask (1, L), pad_id, and for each token the index of its
+        note word (None for special tokens)."""
+        words = note_words(note)
+        if self.clip is not None:
+            import open_clip
+
+            ids = open_clip.tokenize([note], context_length=self.clip.context_length)
+            return {"input_ids": ids, "attention_mask": (ids != 0).long(), "pad_id": 0,
+                    "word_ids": _align_clip_pieces(ids[0].tolist(), note, words)}
+        if self.text_encoder is None:  # an image-only pipeline: two placeholder tokens, never read
+            ids = torch.zeros((1, 2), dtype=torch.long)
+            return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pad_id": 0, "word_ids": [None, None]}
+        enc = self.text_encoder.tokenizer(note, truncation=True, max_length=self.text_encoder.max_tokens,
+                                          return_tensors="pt", return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping")[0].tolist()
+        special = enc["input_ids"][0] == torch.tensor(self.text_encoder.tokenizer.all_special_ids).view(-1, 1)
+        word_ids = [None if special[:, i].any() else _word_at(words, a) for i, (a, _) in enumerate(offsets)]
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                "pad_id": self.text_encoder.tokenizer.pad_token_id, "word_ids": word_ids}
+
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pixels = self.pixels(pixels)
+        n = pixels.shape[0]
+        batch = {"image_present": torch.ones(n, dtype=torch.bool),
+                 "text_present": (attention_mask.sum(1) > 2).expand(n)}  # more than the two special tokens
+        fixed = self.fixed_text  # set while only the photo varies (occlusion): the note is encoded once
+        if self.clip is not None:  # unified: the trained CLIP embeds both
+            batch["clip_img"] = self.clip.encode_image((pixels - self.mean) / self.std, normalize=True)
+            txt = fixed if fixed is not None else self.clip.encode_text(input_ids, normalize=True)
+            batch["clip_txt"] = txt.expand(n, -1)
+            return self.model(batch)
+        if "text" in self.uses:
+            hidden = fixed if fixed is not None else self.text_encoder.model(
+                input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            batch.update(tokens=hidden.expand(n, -1, -1), mask=attention_mask.bool().expand(n, -1))
+        if "image" in self.uses:
+            enc = self.image_encoder
+            batch["image_tokens"] = enc.tokens(pixels) if hasattr(enc, "tokens") else enc(pixels).unsqueeze(1)
+        if self.parts:  # late fusion over the two single-modality models
+            batch = {"logp_text": self.parts["text_only"](batch).log_softmax(1),
+                     "logp_image": self.parts["image_only"](batch).log_softmax(1)}
+        return self.model(batch)
+
+
+def _encode_note(pipe: CasePipeline, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if pipe.clip is not None:
+        return pipe.clip.encode_text(ids, normalize=True)
+    return pipe.text_encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+def _word_at(words: list[tuple[str, int, int]], offset: int) -> int | None:
+    for i, (_, start, end) in enumerate(words):
+        if start <= offset < end:
+            return i
+    return None
+
+
+def _align_clip_pieces(ids: list[int], note: str, words) -> list[int | None]:
+    """Word index of each open_clip BPE token, by walking the lower-cased note."""
+    from open_clip.tokenizer import _tokenizer
+
+    text, cursor, out = note.lower(), 0, []
+    special = {_tokenizer.encoder["<start_of_text>"], _tokenizer.encoder["<end_of_text>"], 0}
+    for t in ids:
+        if t in special:
+            out.append(None)
+            continue
+        piece = _tokenizer.decoder.get(t, "").replace("</w>", "")
+        piece = bytearray(_tokenizer.byte_decoder[c] for c in piece).decode("utf-8", errors="ignore")
+        at = text.find(piece, cursor) if piece else -1
+        if at < 0:
+            out.append(None)
+            continue
+        out.append(_word_at(words, at))
+        cursor = at + len(piece)
+    return out
+
+
+def _pool(heatmap: np.ndarray) -> np.ndarray:
+    side = heatmap.shape[0]
+    factor = max(1, side // HEATMAP_SIDE)
+    return heatmap.reshape(side // factor, factor, side // factor, factor).mean((1, 3))
+
+
+@torch.no_grad()
+def predict(pipe: CasePipeline, pixels: torch.Tensor, tok: dict) -> torch.Tensor:
+    return pipe(pixels, tok["input_ids"], tok["attention_mask"])[0]
+
+
+def explain(pipe: CasePipeline, photo: np.ndarray, note: str, target: int | None = None, n_steps: int = 32,
+            occlusion: bool = True) -> Explanation:
+    """Attributions of one case. photo: uint8 (S, S, 3) at ``pipe.image_size``."""
+    from captum.attr import LayerIntegratedGradients, Occlusion
+
+    pixels = torch.from_numpy(np.array(photo, dtype=np.uint8)).permute(2, 0, 1).float().unsqueeze(0) / 255
+    tok = pipe.tokenize(note)
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+    target = int(predict(pipe, pixels, tok).argmax()) if target is None else int(target)
+    base_pixels = pixels.mean((2, 3), keepdim=True).expand_as(pixels).contiguous()
+    keep = torch.tensor([w is None for w in tok["word_ids"]])
+    base_ids = torch.where(keep, ids[0], torch.full_like(ids[0], tok["pad_id"])).unsqueeze(0)
+    layers = ([pipe.pixels] if "image" in pipe.uses else []) + ([pipe.text_layer] if "text" in pipe.uses else [])
+    with warnings.catch_warnings():  # Captum warns that layers may depend on each other; pixels and tokens do not
+        warnings.simplefilter("ignore", UserWarning)
+        lig = LayerIntegratedGradients(pipe, layers if len(layers) > 1 else layers[0])
+    attrs, delta = lig.attribute(inputs=(pixels, ids), baselines=(base_pixels, base_ids),
+                                 additional_forward_args=(mask,), target=target, n_steps=n_steps,
+                                 method="gausslegendre", internal_batch_size=n_steps,
+                                 return_convergence_delta=True)
+    attrs = list(attrs) if len(layers) > 1 else [attrs]
+    image_attr = attrs.pop(0)[0].sum(0).numpy() if "image" in pipe.uses else None  # (S, S)
+    text_attr = attrs.pop(0)[0].sum(-1).numpy() if "text" in pipe.uses else None  # (L,)
+    words = note_words(note)
+    scores = np.zeros(len(words))
+    if text_attr is not None:
+        for token, w in enumerate(tok["word_ids"][:len(text_attr)]):
+            if w is not None:
+                scores[w] += text_attr[token]
+    mass = {"image": float(np.abs(image_attr).sum()) if image_attr is not None else 0.0,
+            "text": float(np.abs(text_attr).sum()) if text_attr is not None else 0.0}
+    total = sum(mass.values()) or 1.0
+    occ = None
+    if occlusion and image_attr is not None:
+        side = pixels.shape[-1]
+        window = max(2, side // 4)  # about a lesion: smaller windows leave enough of it visible to change nothing
+        with torch.no_grad():
+            pipe.fixed_text = _encode_note(pipe, ids, mask) if "text" in pipe.uses else None
+        try:
+            occ = Occlusion(lambda px: pipe(px, ids, mask)).attribute(
+                pixels, sliding_window_shapes=(3, window, window), strides=(3, window // 2, window // 2),
+                baselines=base_pixels, target=target, perturbations_per_eval=64)[0, 0].numpy()
+        finally:
+            pipe.fixed_text = None
+    return Explanation(target, _pool(image_attr) if image_attr is not None else None,
+                       _pool(occ) if occ is not None else None, [w for w, _, _ in words], scores,
+                       {k: v / total for k, v in mass.items()}, float(delta.abs().max()))
+
+
+def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
+    """Rebuild a stored model of a run from its artifacts folder."""
+    import json
+
+    from safetensors.torch import load_model
+
+    from trainer.checkpoints import load_checkpoint
+    from trainer.config import FitConfig
+    from trainer.encoders import OpenClipImageEncoder, SmallCNN, TextEncoder
+
+    run_dir = Path(run_dir)
+    saved = json.loads((run_dir / "config.json").read_text())
+    cfg = FitConfig.from_dict({k: v for k, v in saved.items()
+                               if k not in ("code_version", "dataset_fingerprint", "run_id", "classes")})
+    if not (run_dir / model_name / "spec.json").exists():
+        raise ValueError(f"Run folder {run_dir} has no model {model_name!r}.")
+    model = load_checkpoint(run_dir / model_name)
+    n_classes = model.spec["n_classes"]
+    if model_name == "unified":
+        import open_clip
+
+        clip = open_clip.create_model(f"local-dir:{run_dir / 'unified_clip'}", weights_only=True).eval()
+        return CasePipeline(model, clip=clip, image_size=cfg.image_size)
+    needs_text = "text" in getattr(model, "uses", ()) or model_name == "late_fusion"
+    text_encoder = TextEncoder(cfg.text_encoder, cfg.max_tokens) if needs_text else None
+    if cfg.image_encoder == "cnn":
+        image_encoder = SmallCNN(n_classes)
+        load_model(image_encoder, str(run_dir / "image_encoder" / "model.safetensors"))
+        image_encoder.eval()
+        size = cfg.image_size
+    else:
+        tower = OpenClipImageEncoder(cfg.image_encoder.removeprefix("open_clip:"))
+        image_encoder = _NormalisedTower(tower)
+        size = tower.image_size
+    parts = None
+    if model_name == "late_fusion":
+        parts = {m: load_checkpoint(run_dir / m) for m in ("text_only", "image_only")}
+    return CasePipeline(model, text_encoder, image_encoder, parts, image_size=size)
+
+
+class _NormalisedTower(nn.Module):
+    def __init__(self, tower):
+        super().__init__()
+        self.visual = tower.visual
+        self.register_buffer("mean", tower.mean, persistent=False)
+        self.register_buffer("std", tower.std, persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual((pixels - self.mean) / self.std)
