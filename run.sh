@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for everything: ./run.sh [all|test|synth|ingest|serve|env] (see ./run.sh --help).
+# One command for everything: ./run.sh [all|test|synth|ingest|fit|explain|serve|env] (see ./run.sh --help).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,11 +19,13 @@ usage() {
   cat <<USAGE
 Usage: ./run.sh [command]
 
-  all (default)  set up, simulate DermSynth-14k (once), ingest it, train (once), serve the dashboard
+  all (default)  set up, simulate DermSynth-14k (once), ingest it, train and explain (once), serve the dashboard
   test           set up, then run the whole test suite
   synth          simulate DermSynth-14k into \$TRIAGE_DATA (default data/dermsynth)
   ingest         ingest \$TRIAGE_DATA/manifest.csv into \$TRIAGE_DB (default data/triage.duckdb)
-  fit            train the five models on the held-out clinic (python -m trainer fit; see docs/BENCHMARKS.md for its time)
+  fit            train the five models on the held-out clinic, calibrate, audit and explain them
+                 (python -m trainer fit, then explain; see docs/BENCHMARKS.md for the time)
+  explain        Captum attributions of the newest complete run's deferred and misclassified test cases
   serve          serve the dashboard on http://\$TRIAGE_ADDRESS:\$TRIAGE_PORT (default 127.0.0.1:8501)
   env            only create or check the Python environment (\$TRIAGE_VENV, default under ~/.cache)
 
@@ -52,16 +54,40 @@ synth() {
 
 ingest() { "$PY" -m data_store ingest --db "$DB" --dataset "$DATASET" --manifest "$DATA_DIR/manifest.csv"; }
 
-fit() { "$PY" -m trainer fit --db "$DB" --dataset "$DATASET"; }
-
-fit_once() {
-  if "$PY" -c "import sys; from data_store.store import TriageStore
+# The newest complete run of $DATASET and whether it has attributions ("" when none).
+newest_run() {
+  "$PY" -c "import sys; from data_store.store import TriageStore
 with TriageStore(sys.argv[1], read_only=True) as s:
     runs = s.list_runs()
-    sys.exit(0 if ((runs.dataset == sys.argv[2]) & (runs.status == 'complete')).any() else 1)" "$DB" "$DATASET"; then
-    echo "[run.sh] a complete run of $DATASET exists; './run.sh fit' trains a new one"
-  else
+    runs = runs[(runs.dataset == sys.argv[2]) & (runs.status == 'complete')]
+    if len(runs):
+        run = runs.run_id.iloc[0]
+        try:
+            done = len(s.read_attributions(run)) > 0
+        except Exception:  # a store from before attributions existed
+            done = False
+        print(run, 'explained' if done else 'unexplained')" "$DB" "$DATASET" 2>/dev/null || true
+}
+
+explain() {
+  local run
+  run=$(newest_run | cut -d' ' -f1)
+  if [ -z "$run" ]; then echo "[run.sh] no complete run of $DATASET to explain; './run.sh fit' first" >&2; exit 2; fi
+  echo "[run.sh] attributions of the deferred and misclassified test cases of $run (a few minutes per model)"
+  "$PY" -m trainer explain --db "$DB" --run "$run"
+}
+
+fit() { "$PY" -m trainer fit --db "$DB" --dataset "$DATASET"; explain; }
+
+fit_once() {
+  local state
+  state=$(newest_run)
+  if [ -z "$state" ]; then
     fit
+  elif [ "${state#* }" = "unexplained" ]; then
+    explain
+  else
+    echo "[run.sh] a complete, explained run of $DATASET exists; './run.sh fit' trains a new one"
   fi
 }
 
@@ -78,6 +104,7 @@ case "${1:-all}" in
   synth) ensure_env; synth ;;
   ingest) ensure_env; ingest ;;
   fit) ensure_env; fit ;;
+  explain) ensure_env; explain ;;
   serve) ensure_env; serve ;;
   all) ensure_env; synth; ingest; fit_once; serve ;;
   *) usage >&2; exit 2 ;;

@@ -152,3 +152,20 @@ def test_cli_stores_attributions_and_on_demand_reuses_them(quick_run, synth_stor
     assert len(fresh) == 1 and fresh["created_at"].iloc[0] == again["created_at"].iloc[0]  # stored, then reused
     assert main(["explain", "--db", str(synth_store), "--run", run_id, "--model", "nope"]) == 2
     assert "no model" in capsys.readouterr().err
+
+
+def test_overlay_tints_where_the_heatmap_is_strong_and_notes_render_as_pixels():
+    from trainer.figures import case_figure, note_image, overlay_heatmap
+
+    photo = np.full((32, 32, 3), 128, np.uint8)
+    heat = np.zeros((16, 16))
+    heat[0, 0], heat[15, 15] = 1.0, -1.0
+    out = overlay_heatmap(photo, heat)
+    assert out.shape == (32, 32, 3)
+    assert out[0, 0, 0] > 128 > out[0, 0, 2]  # supporting evidence: red
+    assert out[31, 31, 2] > 128 > out[31, 31, 0]  # evidence against: blue
+    assert (out[10:20, 10:20] == 128).all()  # no evidence: the photo as it was
+    note = note_image(["<b>bleeding</b>", "for", "2wk"], [1.0, 0.0, -0.5])
+    assert note.mode == "RGB" and note.width == 640
+    fig = case_figure(photo, {"IG": heat, "Occlusion": None}, ["a"], [0.1], "case x")
+    assert fig.width >= 2 * 32 * 4
