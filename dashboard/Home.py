@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 
 import streamlit as st  # noqa: E402
 
-from dashboard import charts, queries  # noqa: E402
+from dashboard import charts, queries, tables  # noqa: E402
 from data_store.fitzpatrick import fitzpatrick_label  # noqa: E402
 
 st.set_page_config(page_title="Skin triage", layout="wide")
@@ -61,3 +61,21 @@ if summary["rejected"].empty:
 else:
     st.dataframe(summary["rejected"], hide_index=True, width="stretch")
     st.caption(f"Each row's detail: `SELECT * FROM rejected_rows WHERE dataset = '{dataset}'`.")
+
+st.subheader("Runs")
+runs = queries.runs(str(path), version)
+if runs.empty:
+    st.info("No complete run yet. Train one with `./run.sh fit` or `python -m trainer fit --dataset NAME`.")
+    st.stop()
+ids = runs["run_id"].tolist()
+wanted = st.query_params.get("run", ids[0])
+run_id = st.selectbox("Run (every dataset, newest first)", ids, index=ids.index(wanted) if wanted in ids else 0,
+                      key="run")
+st.query_params["run"] = run_id
+run = runs.set_index("run_id").loc[run_id]
+st.caption(f"Dataset `{run['dataset']}`, held-out clinic `{run['heldout_clinic']}`, finished "
+           f"{run['finished_at']:%Y-%m-%d %H:%M}. Every page below reads this run (the `run` query parameter).")
+metrics = queries.run_table(str(path), version, run_id, "metrics", slice="overall")
+st.markdown("**Held-out clinic (test split)**: value [95% patient-bootstrap interval]; deferral at the "
+            "run's default policy.")
+st.dataframe(tables.headline(metrics), width="stretch")

@@ -13,3 +13,52 @@ def count_bars(df: pd.DataFrame, category: str, title: str, sort: list[str] | No
                     x=alt.X("n:Q", title="cases"),
                     tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip("n:Q", format=",")])
             .properties(height=alt.Step(22)))
+
+
+def interval_bars(df: pd.DataFrame, y: str, title: str, x_title: str = "value") -> alt.Chart:
+    """Points with 95% interval bars: columns ``y``, value, ci_low, ci_high (and too_small, flagged)."""
+    base = alt.Chart(df, title=title).encode(y=alt.Y(f"{y}:N", title=None, sort=None))
+    bars = base.mark_rule().encode(x=alt.X("ci_low:Q", title=x_title), x2="ci_high:Q")
+    colour = alt.condition("datum.flagged", alt.value("#c0392b"), alt.value("#2c3e50")) if "flagged" in df else \
+        alt.value("#2c3e50")
+    points = base.mark_point(filled=True, size=60).encode(
+        x="value:Q", color=colour,
+        tooltip=[alt.Tooltip(f"{y}:N")] + [alt.Tooltip(f"{c}:Q", format=".3f") for c in ("value", "ci_low", "ci_high")
+                                          if c in df] + ([alt.Tooltip("n:Q")] if "n" in df else []))
+    return (bars + points).properties(height=alt.Step(24))
+
+
+def reliability(df: pd.DataFrame, title: str, colour: str = "kind") -> alt.Chart:
+    """Reliability diagram from stored bins: mean confidence against observed frequency."""
+    df = df[df["n"] > 0]
+    diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="gray").encode(
+        x="x:Q", y="y:Q")
+    lines = alt.Chart(df, title=title).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", title="predicted probability", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("accuracy:Q", title="observed frequency", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color(f"{colour}:N", title=None),
+        tooltip=["bin:Q", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "n:Q"])
+    return (diagonal + lines).properties(height=300)
+
+
+def risk_coverage(df: pd.DataFrame, coverage: float | None, title: str) -> alt.Chart:
+    """Error rate among kept cases against coverage, per group, with the current operating point."""
+    lines = alt.Chart(df, title=title).mark_line().encode(
+        x=alt.X("coverage:Q", title="coverage (share not deferred)"), y=alt.Y("risk:Q", title="error rate of kept"),
+        color=alt.Color("slice_value:N", title=None))
+    if coverage is None:
+        return lines.properties(height=300)
+    rule = alt.Chart(pd.DataFrame({"coverage": [coverage]})).mark_rule(color="black").encode(x="coverage:Q")
+    return (lines + rule).properties(height=300)
+
+
+def confusion(df: pd.DataFrame, title: str) -> alt.Chart:
+    """Heatmap of counts: columns true, predicted, n."""
+    base = alt.Chart(df, title=title).encode(x=alt.X("predicted:N", sort=None), y=alt.Y("true:N", sort=None))
+    return (base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues")))
+            + base.mark_text().encode(text="n:Q")).properties(height=220)
+
+
+def probabilities(df: pd.DataFrame) -> alt.Chart:
+    return alt.Chart(df).mark_bar().encode(x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
+                                           y=alt.Y("class:N", sort=None, title=None)).properties(height=alt.Step(22))

@@ -38,4 +38,56 @@ def dataset_summary(path: str, version: float | None, dataset: str) -> dict[str,
                 "rejected": store.count_rejected(dataset)}
 
 
-__all__ = ["StoreError", "db_path", "store_version", "datasets", "dataset_summary"]
+@st.cache_data(show_spinner=False)
+def runs(path: str, version: float | None) -> pd.DataFrame:
+    """Complete runs of every dataset, newest first."""
+    with TriageStore(path, read_only=True) as store:
+        df = store.list_runs()
+    return df[df["status"] == "complete"].reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False)
+def run_table(path: str, version: float | None, run_id: str, table: str, **where) -> pd.DataFrame:
+    """One post-hoc table of a run (metrics, policies, conformal, ...), filtered by equality."""
+    with TriageStore(path, read_only=True) as store:
+        return store.read_table(table, run_id, **where)
+
+
+@st.cache_data(show_spinner=False)
+def predictions(path: str, version: float | None, run_id: str) -> pd.DataFrame:
+    """A run's predictions with the case columns pages slice by (no notes, no patient ids)."""
+    with TriageStore(path, read_only=True) as store:
+        run = store.read_run(run_id)
+        preds = store.read_predictions(run_id)
+        cases = store.read_cases(run["dataset"]).set_index("case_id")
+    for col in ("clinic", "fitzpatrick"):
+        preds[col] = cases.loc[preds["case_id"], col].to_numpy()
+    return preds.drop(columns=["probs_uncal"])
+
+
+@st.cache_data(show_spinner=False)
+def case(path: str, version: float | None, dataset: str, case_id: str) -> dict:
+    with TriageStore(path, read_only=True) as store:
+        return store.read_case(dataset, case_id)
+
+
+@st.cache_data(show_spinner=False)
+def attributions(path: str, version: float | None, run_id: str, model: str, case_id: str) -> pd.DataFrame:
+    with TriageStore(path, read_only=True) as store:
+        return store.read_attributions(run_id, model, case_id)
+
+
+def explain_now(path: str, run_id: str, model: str, case_id: str) -> pd.DataFrame:
+    """Compute a case's attributions on demand (imports torch only now) and store them."""
+    from trainer.attributions import explain_case
+
+    return explain_case(path, run_id, model, case_id)
+
+
+def save_policy(path: str, run_id: str, model: str, name: str, rows: pd.DataFrame) -> None:
+    with TriageStore(path) as store:
+        store.write_policy(run_id, model, name, rows)
+
+
+__all__ = ["StoreError", "db_path", "store_version", "datasets", "dataset_summary", "runs", "run_table",
+           "predictions", "case", "attributions", "explain_now", "save_policy"]

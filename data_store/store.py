@@ -246,6 +246,27 @@ class TriageStore:
         return self.con.execute("SELECT * FROM predictions WHERE run_id = ? AND model = ? ORDER BY case_id",
                                 [run_id, model]).df()
 
+    def write_policy(self, run_id: str, model: str, policy: str, rows: pd.DataFrame) -> None:
+        """Save a named policy (e.g. a threshold chosen in the dashboard), replacing one of that name."""
+        if policy in ("review_budget", "target_accuracy", "urgent_sensitivity", "equal_group_accuracy",
+                      "conformal_set") or not policy.strip():
+            raise ValueError(f"Choose another name than {policy!r}: it is empty or names a fitted policy.")
+        con = self.con
+        columns = [c for c in self._columns("policies") if c not in ("run_id", "model", "policy")]
+        df = rows.copy()
+        df["params"] = df["params"].map(lambda v: json.dumps(v) if isinstance(v, dict) else v)
+        con.execute("BEGIN")
+        try:
+            con.execute("DELETE FROM policies WHERE run_id = ? AND model = ? AND policy = ?", [run_id, model, policy])
+            con.register("new_policy", df[columns])
+            con.execute(f"INSERT INTO policies (run_id, model, policy, {', '.join(columns)}) "
+                        f"SELECT ?, ?, ?, {', '.join(columns)} FROM new_policy", [run_id, model, policy])
+            con.unregister("new_policy")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
     # ---- attributions -------------------------------------------------------------
     def write_attributions(self, rows: pd.DataFrame) -> None:
         """Insert or replace attribution rows (keyed by run, model, case and method) in one transaction."""

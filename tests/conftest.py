@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny DermSynth folder and a store holding it (fixed seeds)."""
+"""Shared fixtures: a tiny DermSynth folder, a store holding it and a quick run on it (fixed seeds)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,8 @@ import pytest
 from data_store.ingest import ingest
 from data_store.store import TriageStore
 from data_store.synth.generate import SynthConfig, generate
+from trainer.config import load_config
+from trainer.fit import fit
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +25,17 @@ def synth_store(synth_dir, tmp_path_factory) -> Path:
     with TriageStore(db) as store:
         ingest(store, "dermsynth", synth_dir / "manifest.csv")
     return db
+
+
+@pytest.fixture(scope="session")
+def quick_run(synth_store, tmp_path_factory):
+    """A quick-preset run of all five models on the tiny store, trained once per session."""
+    cache = tmp_path_factory.mktemp("cache") / "cache"
+    cfg = load_config(preset="quick", cache_dir=str(cache))
+    run_id = fit(synth_store, "dermsynth", cfg, log=lambda m: None)
+    with TriageStore(synth_store, read_only=True) as store:
+        run = store.read_run(run_id)
+        preds = store.read_predictions(run_id)
+        splits = store.read_splits(run_id)
+        cases = store.read_cases("dermsynth")
+    return {"run_id": run_id, "run": run, "preds": preds, "splits": splits, "cases": cases, "cfg": cfg}

@@ -61,12 +61,12 @@ def _pipeline(run_dir: str, model: str):
     return load_pipeline(run_dir, model)
 
 
-def _explain_one(run: dict, model: str, case: dict, n_steps: int):
+def _explain_one(run: dict, model: str, case: dict, n_steps: int, target: int | None = None):
     from data_store.images import load_rgb
     from trainer.explain import explain
 
     pipe = _pipeline(str(run["artifacts_dir"]), model)
-    return explain(pipe, load_rgb(case["image_path"], pipe.image_size), case["note"], n_steps=n_steps)
+    return explain(pipe, load_rgb(case["image_path"], pipe.image_size), case["note"], target=target, n_steps=n_steps)
 
 
 def explain_run(db, run_id: str, models: list[str] | None = None, n_cases: int = 200, sample: int = 20,
@@ -99,9 +99,10 @@ def explain_run(db, run_id: str, models: list[str] | None = None, n_cases: int =
         threshold = policies[(policies.model == model) & (policies.policy == default)]["threshold"]
         chosen = case_ids or select_cases(p, float(threshold.iloc[0]) if len(threshold) else 1.0, n_cases, sample,
                                           seed=0)
+        shown = p.set_index("case_id")["y_pred"]  # the class the tool shows (after calibration)
         rows, start = [], time.perf_counter()
         for case_id in tqdm(chosen, desc=f"explaining {model}", unit="case", mininterval=1):
-            e = _explain_one(run, model, {**cases.loc[case_id].to_dict()}, n_steps)
+            e = _explain_one(run, model, {**cases.loc[case_id].to_dict()}, n_steps, classes.index(shown[case_id]))
             rows += rows_for(run_id, model, case_id, classes, e, n_steps)
         with TriageStore(db) as store:
             store.write_attributions(pd.DataFrame(rows))
@@ -118,9 +119,13 @@ def explain_case(db, run_id: str, model: str, case_id: str, n_steps: int = 32) -
             return stored
         run = store.read_run(run_id)
         case = store.read_case(run["dataset"], case_id)
+        pred = store.read_predictions(run_id, model)
     if not Path(run["artifacts_dir"]).exists():
         raise ValueError(f"The checkpoints of run {run_id} are not at {run['artifacts_dir']}; cannot explain.")
-    e = _explain_one(run, model, case, n_steps)
+    shown = pred.set_index("case_id")["y_pred"]
+    if case_id not in shown.index:
+        raise ValueError(f"Case {case_id} has no prediction of {model} in run {run_id} (only val, calib and test do).")
+    e = _explain_one(run, model, case, n_steps, list(run["classes"]).index(shown[case_id]))
     with TriageStore(db) as store:
         store.write_attributions(pd.DataFrame(rows_for(run_id, model, case_id, list(run["classes"]), e, n_steps)))
         return store.read_attributions(run_id, model, case_id)

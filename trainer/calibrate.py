@@ -19,7 +19,7 @@ from trainer.posthoc import (BASELINES, SPLITS, ModelOutputs, calibrate_model, c
                              point_only_metrics, score_deferral, slice_families)
 
 GRID = np.linspace(0.01, 1.0, 100)  # coverages of the stored risk-coverage curves
-CURVE_SLICES = ("overall", "fitzpatrick_group")
+CURVE_SLICES = ("overall", "fitzpatrick_group", "clinic")
 POINT_SLICES = ("overall", "fitzpatrick_group", "clinic")
 
 

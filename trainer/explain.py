@@ -9,8 +9,9 @@ model on top), so attributions reach the raw inputs:
   on the text encoder's token embeddings at once, so one completeness delta covers both.
   Baselines: the photo replaced by its own mean colour everywhere (skin tone kept,
   lesion and structure removed), and every word piece of the note replaced by the
-  padding token (special tokens kept). The target is the model's predicted class;
-  attributions are of the raw model's logit (before calibration).
+  padding token (special tokens kept). The target is the class the tool shows (the
+  calibrated prediction, by default the raw argmax); attributions are of the raw
+  model's logit for it.
 - Occlusion on the photo as a second opinion: a square of the mean colour slid over it;
   the score of a pixel is the mean drop of the target logit when it is hidden.
 - Word pieces are merged back to the note's words (scores summed).

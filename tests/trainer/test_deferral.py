@@ -99,3 +99,25 @@ def test_group_thresholds_equalise_accepted_accuracy_at_a_cost_in_reviews():
     assert set(policy.params()["thresholds"]) == {"I-II", "V-VI"}
     with pytest.raises(ValueError, match="budget"):
         ReviewBudget(1.5)
+
+
+def test_operating_points_match_a_direct_count_at_every_threshold():
+    from trainer.operating_point import OperatingPoints
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    score = np.round(rng.random(n), 2)  # ties on purpose
+    correct, urgent_true, flagged = rng.random(n) < 0.7, rng.random(n) < 0.3, rng.random(n) < 0.3
+    tone = rng.choice(["I-II", "III-IV", "V-VI"], n)
+    points = OperatingPoints(score, correct, urgent_true, flagged, {"fitzpatrick_group": tone})
+    for t in (0.0, 0.25, 0.5, 0.505, 0.99, 1.0, 1.5):
+        view = points.at(t).set_index(["slice", "slice_value"])
+        for (family, value), row in view.iterrows():
+            m = np.ones(n, bool) if family == "overall" else tone == value
+            d = score[m] >= t
+            assert row["n"] == m.sum() and row["deferred"] == d.sum()
+            assert row["defer_rate"] == pytest.approx(d.mean())
+            acc = correct[m][~d].mean() if (~d).any() else np.nan
+            assert row["accepted_accuracy"] == pytest.approx(acc, nan_ok=True)
+            missed = (urgent_true & ~flagged)[m][~d].sum() / urgent_true[m].sum()
+            assert row["missed_urgent_rate"] == pytest.approx(missed)

@@ -1,0 +1,36 @@
+"""Handoff: the tables that go into the clinical handoff document, ready to download."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import queries, tables, ui  # noqa: E402
+
+st.set_page_config(page_title="Handoff", layout="wide")
+st.title("Clinical handoff tables")
+path, version = ui.store_or_stop()
+run = ui.run_or_stop(path, version)
+st.caption("Every table carries case counts and intervals only: no patient identifiers, no notes.")
+metrics = queries.run_table(path, version, run.run_id, "metrics")
+calib = queries.run_table(path, version, run.run_id, "calibrators")
+policies = queries.run_table(path, version, run.run_id, "policies", split="test", slice="overall")
+tone = metrics[(metrics.split == "test") & (metrics.slice == "fitzpatrick_group") &
+               metrics.metric.isin(["accuracy", "macro_f1", "ece", "defer_rate", "missed_urgent_rate"])]
+sections = {
+    "Held-out clinic, every model": tables.headline(metrics).reset_index(),
+    "Skin-tone groups on the held-out clinic": tone.assign(shown=tables.with_interval(tone)).pivot_table(
+        index=["model", "slice_value"], columns="metric", values="shown", aggfunc="first").reset_index(),
+    "Calibrators": calib[["model", "method"]],
+    "Deferral policies on the held-out clinic": policies[["model", "policy", "threshold", "defer_rate",
+                                                          "accepted_accuracy", "missed_urgent_rate"]].round(3),
+}
+for i, (title, table) in enumerate(sections.items()):
+    st.subheader(title)
+    st.dataframe(table, hide_index=True, width="stretch")
+    c1, c2 = st.columns(2)
+    stem = f"{run.run_id}_{title.lower().replace(' ', '_').replace(',', '')}"
+    c1.download_button("CSV", table.to_csv(index=False), f"{stem}.csv", "text/csv", key=f"handoff.csv{i}")
+    c2.download_button("Markdown", table.to_markdown(index=False), f"{stem}.md", "text/markdown",
+                       key=f"handoff.md{i}")

@@ -1,0 +1,93 @@
+"""Every dashboard page on the tiny fixture store (Streamlit AppTest): no exception, and
+its main numbers equal the store's."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from data_store.store import TriageStore
+
+PAGES = Path(__file__).resolve().parents[2] / "dashboard" / "pages"
+
+
+def _page(name: str, store, run_id: str, **params) -> AppTest:
+    at = AppTest.from_file(str(PAGES / name), default_timeout=120)
+    at.query_params["run"] = run_id
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at
+
+
+@pytest.fixture()
+def env(quick_run, synth_store, monkeypatch):
+    monkeypatch.setenv("TRIAGE_DB", str(synth_store))
+    with TriageStore(synth_store, read_only=True) as store:
+        metrics = store.read_table("metrics", quick_run["run_id"])
+        preds = store.read_predictions(quick_run["run_id"])
+    return {"run_id": quick_run["run_id"], "metrics": metrics, "preds": preds, "store": synth_store}
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in PAGES.glob("*.py")))
+def test_every_page_runs_without_an_exception(env, page):
+    at = _page(page, env["store"], env["run_id"]).run()
+    assert not at.exception, at.exception
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in PAGES.glob("*.py")))
+def test_every_page_without_a_store_says_how_to_make_one(page, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIAGE_DB", str(tmp_path / "none.duckdb"))
+    at = AppTest.from_file(str(PAGES / page), default_timeout=60).run()
+    assert not at.exception
+    assert "./run.sh" in at.info[0].value
+
+
+def test_models_page_shows_the_stored_macro_f1(env):
+    at = _page("1_Models.py", env["store"], env["run_id"]).run()
+    m = env["metrics"]
+    best = m[(m.split == "test") & (m.slice == "overall") & (m.metric == "macro_f1")]["value"].max()
+    assert {x.label: x.value for x in at.metric}["Best macro F1"] == f"{best:.3f}"
+
+
+@pytest.mark.parametrize("threshold", [0.2, 0.6])
+def test_deferral_page_recomputes_the_rates_at_the_threshold(env, threshold):
+    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    at.slider(key="deferral.threshold").set_value(threshold).run()
+    assert not at.exception
+    p = env["preds"]
+    p = p[(p.model == "late_fusion") & (p.split == "test")]
+    deferred = p["defer_score"].to_numpy() >= threshold
+    shown = {x.label: x.value for x in at.metric}
+    assert shown["Deferral rate"] == f"{deferred.mean():.1%}"
+    assert shown["Clinician reviews"] == f"{deferred.sum():,}"
+    accepted = (p["y_pred"] == p["y_true"]).to_numpy()[~deferred]
+    assert shown["Accuracy when not deferred"] == (f"{accepted.mean():.1%}" if len(accepted) else "n/a")
+    assert at.query_params["threshold"] in (f"{threshold:.3f}", [f"{threshold:.3f}"])  # a shared link keeps it
+
+
+def test_deferral_page_saves_a_named_policy(env):
+    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
+    at.slider(key="deferral.threshold").set_value(0.4).run()
+    at.text_input(key="deferral.name").input("meeting 2026-11-28")
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception
+    with TriageStore(env["store"], read_only=True) as store:
+        saved = store.read_table("policies", env["run_id"], policy="meeting 2026-11-28")
+    assert set(saved["split"]) == {"val", "calib", "test"} and np.allclose(saved["threshold"], 0.4)
+
+
+def test_slices_page_table_matches_the_store(env):
+    at = _page("4_Slices.py", env["store"], env["run_id"], model="image_only", split="test",
+               slice="fitzpatrick_group", metric="accuracy").run()
+    assert not at.exception
+    shown = at.dataframe[0].value.set_index("group")["value"]
+    m = env["metrics"]
+    stored = m[(m.model == "image_only") & (m.split == "test") & (m.slice == "fitzpatrick_group") &
+               (m.metric == "accuracy")].set_index("slice_value")["value"]
+    np.testing.assert_allclose(shown.sort_index(), stored.sort_index())
+
+
+def test_cases_page_shows_a_case_as_text(env):
+    at = _page("5_Cases.py", env["store"], env["run_id"], model="text_only", split="test").run()
+    assert not at.exception
+    assert at.text and at.text[0].value  # the note, as plain text
