@@ -37,7 +37,8 @@ def synthetic_store(path: Path, n: int, seed: int = 0) -> str:
     rng = np.random.default_rng(seed)
     ids = np.char.add("c", np.arange(n).astype(str))
     y = rng.integers(0, 4, n)
-    cases = pd.DataFrame({"case_id": ids, "patient_id": ids, "clinic": rng.choice([f"clinic_{i}" for i in range(1, 8)], n),
+    clinics = rng.choice([f"clinic_{i}" for i in range(1, 8)], n)
+    cases = pd.DataFrame({"case_id": ids, "patient_id": ids, "clinic": clinics,
                           "image_path": "/none", "image_sha256": "0", "note": "", "label": np.asarray(CLASSES)[y],
                           "fitzpatrick": rng.integers(1, 7, n).astype("int8"), "flags": [[] for _ in range(n)],
                           "extra": "{}"})

@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
     e.add_argument("--run", required=True, help="run_id")
     e.add_argument("--model", help="comma-separated models (default: every model of the run)")
-    e.add_argument("--cases", type=int, default=200, help="most deferred or misclassified cases per model (default 200)")
+    e.add_argument("--cases", type=int, default=200,
+                   help="most deferred or misclassified cases per model (default 200)")
     e.add_argument("--sample", type=int, default=20, help="random other test cases per model (default 20)")
     e.add_argument("--case-ids", help="comma-separated case ids instead of the selection above")
     e.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps (default 32)")

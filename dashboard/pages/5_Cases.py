@@ -38,7 +38,8 @@ c = st.columns(4)
 show = c[0].selectbox("Show", ["all", "deferred", "wrong", "text and image models disagree"], key="cases.show")
 group = c[1].selectbox("Skin-tone group", ["all"] + sorted(p["skin_tone_group"].unique()), key="cases.group")
 clinic = c[2].selectbox("Clinic", ["all"] + sorted(p["clinic"].unique()), key="cases.clinic")
-c[3].caption(f"Deferred: defer score >= {threshold:.3f} ({'the URL threshold' if 'threshold' in st.query_params else default}).")
+source = "the threshold in the URL" if "threshold" in st.query_params else default
+c[3].caption(f"Deferred: defer score >= {threshold:.3f} ({source}).")
 mask = pd.Series(True, index=p.index)
 mask &= {"all": True, "deferred": p["deferred"], "wrong": p["y_pred"] != p["y_true"],
          "text and image models disagree": p["disagree"]}[show]
@@ -82,8 +83,9 @@ if attr.empty:
 if not attr.empty:
     ig = attr[attr.method == "integrated_gradients"].iloc[0]
     occ = attr[attr.method == "occlusion"]
-    heat = {"Integrated Gradients": decode_heatmap(ig["image_heatmap"], ig["heatmap_side"]),
-            "Occlusion": decode_heatmap(occ["image_heatmap"].iloc[0], occ["heatmap_side"].iloc[0]) if len(occ) else None}
+    heat = {"Integrated Gradients": decode_heatmap(ig["image_heatmap"], ig["heatmap_side"]), "Occlusion": None}
+    if len(occ):
+        heat["Occlusion"] = decode_heatmap(occ["image_heatmap"].iloc[0], occ["heatmap_side"].iloc[0])
     side = int(ig["heatmap_side"]) * 2 if pd.notna(ig["heatmap_side"]) else 64
     share = json.loads(ig["modality_share"])
     fig = case_figure(load_rgb(case["image_path"], side), heat, list(ig["tokens"]), np.asarray(ig["token_scores"]),

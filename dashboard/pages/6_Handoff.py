@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import queries, tables, ui  # noqa: E402
+from dashboard import charts, queries, tables, ui  # noqa: E402
 
 st.set_page_config(page_title="Handoff", layout="wide")
 st.title("Clinical handoff tables")
@@ -34,3 +34,15 @@ for i, (title, table) in enumerate(sections.items()):
     c1.download_button("CSV", table.to_csv(index=False), f"{stem}.csv", "text/csv", key=f"handoff.csv{i}")
     c2.download_button("Markdown", table.to_markdown(index=False), f"{stem}.md", "text/markdown",
                        key=f"handoff.md{i}")
+
+st.subheader("Figures")
+model = ui.choose("Model for the figures", ui.MODELS, "model", default="late_fusion", where=st)
+bins = queries.run_table(path, version, run.run_id, "reliability_bins", model=model, split="test",
+                         slice="fitzpatrick_group", kind="calibrated")
+curves = queries.run_table(path, version, run.run_id, "risk_coverage", model=model, split="test",
+                           slice="fitzpatrick_group")
+left, right = st.columns(2)
+left.altair_chart(charts.reliability(bins, f"{model}: reliability by skin-tone group (held-out clinic)",
+                                     colour="slice_value"), width="stretch")
+right.altair_chart(charts.risk_coverage(curves, None, f"{model}: risk-coverage by skin-tone group"), width="stretch")
+st.caption("Each chart's menu (top right) saves it as SVG or PNG.")

@@ -91,3 +91,40 @@ def test_cases_page_shows_a_case_as_text(env):
     at = _page("5_Cases.py", env["store"], env["run_id"], model="text_only", split="test").run()
     assert not at.exception
     assert at.text and at.text[0].value  # the note, as plain text
+
+
+def test_reliability_page_shows_the_stored_ece(env):
+    at = _page("2_Reliability.py", env["store"], env["run_id"], model="cross_attention", split="test",
+               by="fitzpatrick_group").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    m = env["metrics"]
+    stored = m[(m.model == "cross_attention") & (m.split == "test") & (m.slice == "fitzpatrick_group") &
+               (m.metric == "ece")].set_index("slice_value")["value"]
+    for group, value in stored.items():
+        assert table.loc[group, "ece"].startswith(f"{value:.3f}")
+
+
+def test_home_headline_and_handoff_tables_match_the_store(env):
+    m = env["metrics"]
+    f1 = m[(m.split == "test") & (m.slice == "overall") & (m.metric == "macro_f1")].set_index("model")["value"]
+    home = AppTest.from_file(str(PAGES.parent / "Home.py"), default_timeout=120)
+    home.query_params["run"] = env["run_id"]
+    home.run()
+    assert not home.exception
+    headline = home.dataframe[-1].value
+    handoff = _page("6_Handoff.py", env["store"], env["run_id"]).run()
+    assert not handoff.exception
+    first = handoff.dataframe[0].value.set_index("model")
+    for model, value in f1.items():
+        assert headline.loc[model, "macro_f1"].startswith(f"{value:.3f}")
+        assert first.loc[model, "macro_f1"].startswith(f"{value:.3f}")
+
+
+def test_cases_page_shows_the_stored_defer_score(env):
+    at = _page("5_Cases.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    assert not at.exception
+    case_id = at.selectbox(key="case").value
+    p = env["preds"]
+    score = p[(p.model == "late_fusion") & (p.case_id == case_id)]["defer_score"].iloc[0]
+    assert any(f"deferral score **{score:.3f}**" in md.value for md in at.markdown)
