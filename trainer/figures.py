@@ -68,12 +68,23 @@ def case_figure(photo: np.ndarray, heatmaps: dict[str, np.ndarray], words: list[
     side = photo.shape[0] * scale
     width = max(len(panels) * (side + 12) + 12, 640)
     note = note_image(words, scores, width=width)
-    img = Image.new("RGB", (width, 40 + side + 30 + note.height), "white")
+    lines, line = [], ""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    for word in title.split():
+        if line and measure.textlength(f"{line} {word}", font=font) > width - 24:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    top = 16 + 22 * len(lines)
+    img = Image.new("RGB", (width, top + side + 30 + note.height), "white")
     draw = ImageDraw.Draw(img)
-    draw.text((12, 10), title, fill="black", font=font)
+    for i, text in enumerate(lines):
+        draw.text((12, 10 + 22 * i), text, fill="black", font=font)
     for i, (name, arr) in enumerate(panels):
         x = 12 + i * (side + 12)
-        img.paste(Image.fromarray(arr).resize((side, side), Image.Resampling.NEAREST), (x, 40))
-        draw.text((x, 44 + side), name, fill="black", font=font)
-    img.paste(note, (0, 40 + side + 30))
+        img.paste(Image.fromarray(arr).resize((side, side), Image.Resampling.NEAREST), (x, top))
+        draw.text((x, top + 4 + side), name, fill="black", font=font)
+    img.paste(note, (0, top + side + 30))
     return img
