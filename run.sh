@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for everything: ./run.sh [all|test|synth|ingest|fit|explain|serve|env] (see ./run.sh --help).
+# One command for everything: ./run.sh [all|test|synth|ingest|fit|explain|report|serve|env] (see ./run.sh --help).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,7 +25,9 @@ Usage: ./run.sh [command]
   ingest         ingest \$TRIAGE_DATA/manifest.csv into \$TRIAGE_DB (default data/triage.duckdb)
   fit            train the five models on the held-out clinic, calibrate, audit and explain them
                  (python -m trainer fit, then explain; see docs/BENCHMARKS.md for the time)
-  explain        Captum attributions of the newest complete run's deferred and misclassified test cases
+  explain        Captum attributions of the newest complete run's deferred and misclassified test cases,
+                 then its handoff document
+  report         the clinical handoff document of the newest complete run (data/report/<run>/handoff.pdf)
   serve          serve the dashboard on http://\$TRIAGE_ADDRESS:\$TRIAGE_PORT (default 127.0.0.1:8501)
   env            only create or check the Python environment (\$TRIAGE_VENV, default under ~/.cache)
 
@@ -75,6 +77,14 @@ explain() {
   if [ -z "$run" ]; then echo "[run.sh] no complete run of $DATASET to explain; './run.sh fit' first" >&2; exit 2; fi
   echo "[run.sh] attributions of the deferred and misclassified test cases of $run (a few minutes per model)"
   "$PY" -m trainer explain --db "$DB" --run "$run"
+  report
+}
+
+report() {
+  local run
+  run=$(newest_run | cut -d' ' -f1)
+  if [ -z "$run" ]; then echo "[run.sh] no complete run of $DATASET to report on; './run.sh fit' first" >&2; exit 2; fi
+  "$PY" -m trainer report --db "$DB" --run "$run" --out "$(dirname "$DB")/report/$run"
 }
 
 fit() { "$PY" -m trainer fit --db "$DB" --dataset "$DATASET"; explain; }
@@ -105,6 +115,7 @@ case "${1:-all}" in
   ingest) ensure_env; ingest ;;
   fit) ensure_env; fit ;;
   explain) ensure_env; explain ;;
+  report) ensure_env; report ;;
   serve) ensure_env; serve ;;
   all) ensure_env; synth; ingest; fit_once; serve ;;
   *) usage >&2; exit 2 ;;

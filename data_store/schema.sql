@@ -77,8 +77,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     split        VARCHAR NOT NULL,
     y_true       VARCHAR NOT NULL,          -- class name
     y_pred       VARCHAR NOT NULL,          -- class name (argmax of probs)
-    probs        DOUBLE[] NOT NULL,         -- sums to 1, in runs.classes order
-    defer_score  DOUBLE,                    -- NULL until calibration fills it
+    probs        DOUBLE[] NOT NULL,         -- calibrated (schema 1: raw); sums to 1, in runs.classes order
+    defer_score  DOUBLE,                    -- P(the output needs a clinician's review); NULL before calibration
     PRIMARY KEY (run_id, model, case_id)
 );
 
@@ -166,7 +166,8 @@ CREATE TABLE IF NOT EXISTS policies (
     policy              VARCHAR NOT NULL,   -- review_budget | target_accuracy | urgent_sensitivity |
                                             -- equal_group_accuracy | conformal_set
     params              JSON NOT NULL,
-    threshold           DOUBLE,             -- defer when defer_score >= threshold (NULL for conformal_set)
+    threshold           DOUBLE,             -- defer when defer_score >= threshold (NaN for conformal_set);
+                                            -- policies saved from the dashboard survive `calibrate`
     split               VARCHAR NOT NULL,
     slice               VARCHAR NOT NULL,   -- overall | fitzpatrick_group
     slice_value         VARCHAR NOT NULL,

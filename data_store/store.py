@@ -16,6 +16,7 @@ import pandas as pd
 SCHEMA_VERSION = 2
 DEFAULT_DB = Path("data/triage.duckdb")
 _CASE_GROUPS = {"clinic", "label", "fitzpatrick"}
+_FITTED = ("review_budget", "target_accuracy", "urgent_sensitivity", "equal_group_accuracy", "conformal_set")
 _POSTHOC_TABLES = ("calibrators", "deferral_scorers", "metrics", "reliability_bins", "risk_coverage", "policies",
                    "comparisons", "conformal")
 
@@ -190,7 +191,11 @@ class TriageStore:
                     [run_id])
         con.unregister("new_calibrated")
         for table in _POSTHOC_TABLES:
-            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            if table == "policies":  # policies a team saved by name (dashboard) survive a re-calibration
+                con.execute(f"DELETE FROM policies WHERE run_id = ? AND policy IN ({', '.join('?' * len(_FITTED))})",
+                            [run_id, *_FITTED])
+            else:
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             df = posthoc[table]
             if df.empty:
                 continue
@@ -248,8 +253,7 @@ class TriageStore:
 
     def write_policy(self, run_id: str, model: str, policy: str, rows: pd.DataFrame) -> None:
         """Save a named policy (e.g. a threshold chosen in the dashboard), replacing one of that name."""
-        if policy in ("review_budget", "target_accuracy", "urgent_sensitivity", "equal_group_accuracy",
-                      "conformal_set") or not policy.strip():
+        if policy in _FITTED or not policy.strip():
             raise ValueError(f"Choose another name than {policy!r}: it is empty or names a fitted policy.")
         con = self.con
         columns = [c for c in self._columns("policies") if c not in ("run_id", "model", "policy")]

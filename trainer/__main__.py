@@ -47,6 +47,14 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from trainer.report import write_report
+
+    result = write_report(args.db, args.run, args.out, args.policy)
+    print(f"wrote {result['pdf']} ({result['pages']} pages), {result['md']} and {result['slices']} slice tables")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer",
                                      description="Train, calibrate and explain triage models on a stored dataset.")
@@ -94,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--case-ids", help="comma-separated case ids instead of the selection above")
     e.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
     e.set_defaults(func=_explain)
+    r = sub.add_parser("report", help="write the clinical handoff document from the store",
+                       description="Write OUT/handoff.pdf (A4), OUT/handoff.md, their figures and OUT/slices/ "
+                                   "(every slice table as CSV and Markdown), every number read from the store.")
+    r.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    r.add_argument("--run", required=True, help="run_id")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--policy", help="deferral policy to report (default: the run's default policy)")
+    r.set_defaults(func=_report)
     return parser
 
 

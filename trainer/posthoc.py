@@ -8,7 +8,7 @@ all of ``calib``. Nothing is ever fitted on ``test``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,6 @@ from trainer.deferral import (DeferralScorer, GroupAccuracy, ReviewBudget, Targe
 
 SPLITS = ("val", "calib", "test")
 BASELINES = ("text_only", "image_only")
-POINT_ONLY = ("adaptive_ece", "classwise_ece", "auroc", "aurc", "augrc", "defer_ece", "defer_auroc")
 
 
 @dataclass
@@ -34,7 +33,6 @@ class ModelOutputs:
     probs: np.ndarray = None
     defer_score: np.ndarray = None
     needs_review: np.ndarray = None
-    tables: dict = field(default_factory=dict)
 
 
 def _folds(n: int, n_folds: int, seed: int):

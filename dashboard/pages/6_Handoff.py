@@ -35,6 +35,27 @@ for i, (title, table) in enumerate(sections.items()):
     c2.download_button("Markdown", table.to_markdown(index=False), f"{stem}.md", "text/markdown",
                        key=f"handoff.md{i}")
 
+st.subheader("The handoff document")
+st.caption("Five pages for clinicians, every number read from the store: "
+           f"`python -m trainer report --run {run.run_id} --out DIR` writes the same files.")
+if st.button("Build handoff.pdf and handoff.md", key="handoff.build"):
+    import tempfile
+    from pathlib import Path as _Path
+
+    from trainer.report import write_report
+
+    with st.spinner("Writing the document..."):
+        out = _Path(tempfile.mkdtemp(prefix="handoff-"))
+        try:
+            result = write_report(path, run.run_id, out)
+            st.session_state["handoff.files"] = {name: (out / name).read_bytes() for name in ("handoff.pdf", "handoff.md")}
+            st.success(f"{result['pages']} pages, {result['slices']} slice tables.")
+        except (ValueError, OSError, queries.StoreError) as exc:
+            st.error(str(exc))
+for name, data in st.session_state.get("handoff.files", {}).items():
+    st.download_button(f"Download {name}", data, name, "application/pdf" if name.endswith("pdf") else "text/markdown",
+                       key=f"handoff.dl.{name}")
+
 st.subheader("Figures")
 model = ui.choose("Model for the figures", ui.MODELS, "model", default="late_fusion", where=st)
 bins = queries.run_table(path, version, run.run_id, "reliability_bins", model=model, split="test",

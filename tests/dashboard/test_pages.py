@@ -74,6 +74,11 @@ def test_deferral_page_saves_a_named_policy(env):
     with TriageStore(env["store"], read_only=True) as store:
         saved = store.read_table("policies", env["run_id"], policy="meeting 2026-11-28")
     assert set(saved["split"]) == {"val", "calib", "test"} and np.allclose(saved["threshold"], 0.4)
+    from trainer.calibrate import calibrate
+
+    calibrate(env["store"], env["run_id"], log=lambda m: None)  # a re-calibration keeps what the team saved
+    with TriageStore(env["store"], read_only=True) as store:
+        assert len(store.read_table("policies", env["run_id"], policy="meeting 2026-11-28")) == len(saved)
 
 
 def test_slices_page_table_matches_the_store(env):
@@ -128,3 +133,10 @@ def test_cases_page_shows_the_stored_defer_score(env):
     p = env["preds"]
     score = p[(p.model == "late_fusion") & (p.case_id == case_id)]["defer_score"].iloc[0]
     assert any(f"deferral score **{score:.3f}**" in md.value for md in at.markdown)
+
+
+def test_handoff_page_builds_the_document(env):
+    at = _page("6_Handoff.py", env["store"], env["run_id"]).run()
+    at.button(key="handoff.build").click().run()
+    assert not at.exception
+    assert at.success and "pages" in at.success[0].value
