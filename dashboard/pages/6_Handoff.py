@@ -48,7 +48,8 @@ if st.button("Build handoff.pdf and handoff.md", key="handoff.build"):
         out = _Path(tempfile.mkdtemp(prefix="handoff-"))
         try:
             result = write_report(path, run.run_id, out)
-            st.session_state["handoff.files"] = {name: (out / name).read_bytes() for name in ("handoff.pdf", "handoff.md")}
+            st.session_state["handoff.files"] = {name: (out / name).read_bytes()
+                                                 for name in ("handoff.pdf", "handoff.md")}
             st.success(f"{result['pages']} pages, {result['slices']} slice tables.")
         except (ValueError, OSError, queries.StoreError) as exc:
             st.error(str(exc))

@@ -44,7 +44,8 @@ def example_figure(db, run_id: str, model: str):
     pred = preds.loc[row["case_id"]]
     share = json.loads(row["modality_share"])
     title = (f"{model}, case {row['case_id']}: suggested {row['target_class']}, true {pred['y_true']}, deferral "
-             f"score {pred['defer_score']:.2f}; photo {share['image']:.0%}, note {share['text']:.0%} of the attribution")
+             f"score {pred['defer_score']:.2f}; photo {share['image']:.0%}, note {share['text']:.0%} "
+             "of the attribution")
     return case_figure(photo, heat, list(row["tokens"]), np.asarray(row["token_scores"]), title)
 
 

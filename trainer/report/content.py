@@ -78,8 +78,10 @@ def build(db, run_id: str, policy: str | None = None) -> Document:
         raise ValueError(f"Run {run_id} has no policy {policy!r} for {model}; policies: "
                          f"{sorted(set(d['policies']['policy']))}.")
     mm = m[m.model == model]
-    get = lambda split, sl, val, met: mm[(mm.split == split) & (mm.slice == sl) & (mm.slice_value == val) &  # noqa
-                                         (mm.metric == met)].iloc[0]
+
+    def get(split: str, slice_: str, value: str, metric: str) -> pd.Series:
+        return mm[(mm.split == split) & (mm.slice == slice_) & (mm.slice_value == value) & (mm.metric == metric)].iloc[0]
+
     sections = [_intended_use(run, info, model, policy), _data(d, info, cfg),
                 _performance(d, model), _envelope(mm, pol, cfg, policy),
                 _deferral(mm, pol, d, model, policy, get), _bias(mm, d, model, cfg, get),
@@ -245,7 +247,8 @@ def _calibration(d, model, get, cfg) -> Section:
     s = Section("Calibration under the new clinic, and monitoring")
     cal = d["calibrators"].set_index("model")
     before, after = get("test", "overall", "all", "ece_uncalibrated"), get("test", "overall", "all", "ece")
-    calib_before, calib_after = get("calib", "overall", "all", "ece_uncalibrated"), get("calib", "overall", "all", "ece")
+    calib_before = get("calib", "overall", "all", "ece_uncalibrated")
+    calib_after = get("calib", "overall", "all", "ece")
     s.p(f"Calibration ({cal.loc[model, 'method']}) was fitted on the training clinics. There it changed the "
         f"expected calibration error from {p3(calib_before['value'])} to {p3(calib_after['value'])}. On the held-out "
         f"clinic it is {p3(after['value'])} against {p3(before['value'])} before calibration: "
