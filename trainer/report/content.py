@@ -164,22 +164,26 @@ def _performance(d, model) -> Section:
 def _envelope(mm, pol, cfg, policy) -> Section:
     s = Section("When the model is reliable")
     target = cfg.get("target_accuracy")
-    t = pol[(pol.split == "test")]
-    ok, short = [], []
-    for _, r in t.iterrows():
-        name = "all patients" if r["slice_value"] == "all" else f"skin types {r['slice_value']}"
-        (ok if r["accepted_accuracy"] >= target else short).append(f"{name} ({pct(r['accepted_accuracy'])})")
-    s.p(f"Target: accuracy of at least {pct(target)} on the cases the model does not defer, at policy {policy}.")
-    s.p(("Met on the held-out clinic for: " + ", ".join(ok) + ".") if ok else
-        "The target is not met on the held-out clinic for any group at this policy.")
-    if short:
-        s.p("Not met for: " + ", ".join(short) + ". Outside this envelope every output needs review.")
-    cat = mm[(mm.split == "test") & (mm.metric == "category_accuracy")]
-    weak = cat[cat.ci_high < target]
-    if len(weak):
-        s.p("Categories whose accuracy is below the target even at the top of its interval: " +
-            ", ".join(f"{r['slice_value']} ({ci(r)})" for _, r in weak.iterrows()) + ".")
+    s.p(f"Target: accuracy of at least {pct(target)} on the cases the model does not defer, at policy {policy}, "
+        "on the held-out clinic. A group is inside the envelope when the lower end of its interval reaches the "
+        "target, outside when the upper end stays below it, and undecided otherwise.")
+    acc = mm[(mm.split == "test") & (mm.metric == "accepted_accuracy") &
+             mm.slice.isin(["overall", "fitzpatrick_group", "clinic", "category"])]
+    inside = acc[acc.ci_low >= target]
+    outside = acc[acc.ci_high < target]
+    undecided = acc[~acc.index.isin(inside.index) & ~acc.index.isin(outside.index)]
+    for rows, words in ((inside, "Inside the envelope"), (outside, "Outside the envelope (every output needs review)"),
+                        (undecided, "Undecided (the interval straddles the target)")):
+        if len(rows):
+            s.p(f"{words}: " + "; ".join(f"{_name(r)} {ci(r)}" for _, r in rows.iterrows()) + ".")
+    if inside.empty:
+        s.p("No group is inside the envelope at this policy: the model should not be used without review there.")
     return s
+
+
+def _name(r) -> str:
+    return {"overall": "all patients", "fitzpatrick_group": f"skin types {r['slice_value']}",
+            "clinic": r["slice_value"], "category": f"true {r['slice_value']}"}[r["slice"]]
 
 
 def _deferral(mm, pol, d, model, policy, get) -> Section:

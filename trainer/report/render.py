@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from trainer.figures import _font
 
-PAGE_BREAKS = ("Where deferral fires", "Known biases by skin tone", "Calibration under the new clinic, and monitoring")
+PAGE_BREAKS = ("Known biases by skin tone", "Calibration under the new clinic, and monitoring")
 COLOURS = {"all": (60, 60, 60), "I-II": (230, 159, 0), "III-IV": (0, 114, 178), "V-VI": (213, 94, 0),
            "unknown": (150, 150, 150)}
 
