@@ -8,20 +8,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 
 import streamlit as st  # noqa: E402
 
-from dashboard import charts, queries, tables  # noqa: E402
+from dashboard import charts, queries, tables, ui  # noqa: E402
 from data_store.fitzpatrick import fitzpatrick_label  # noqa: E402
 
 st.set_page_config(page_title="Skin triage", layout="wide")
 st.title("Skin triage: multimodal model audit")
 
-path = queries.db_path()
-version = queries.store_version(path)
-if version is None:
-    st.info(f"No store at `{path}` yet. Run `./run.sh` to simulate DermSynth-14k and ingest it, or "
-            f"`python -m data_store ingest --db {path} --dataset NAME --manifest FILE` for your own data.")
-    st.stop()
+path, version = ui.store_or_stop()
 try:
-    datasets = queries.datasets(str(path), version)
+    datasets = queries.datasets(path, version)
 except queries.StoreError as exc:
     st.error(str(exc))
     st.stop()
@@ -38,7 +33,7 @@ if info["simulated"]:
     st.warning("This dataset is **simulated** (DermSynth). Its results test the pipeline; "
                "they are not clinical evidence.")
 
-summary = queries.dataset_summary(str(path), version, dataset)
+summary = queries.dataset_summary(path, version, dataset)
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("Cases", f"{int(info['n_cases']):,}")
 c2.metric("Rejected rows", f"{int(info['n_rejected']):,}")
@@ -63,7 +58,7 @@ else:
     st.caption(f"Each row's detail: `SELECT * FROM rejected_rows WHERE dataset = '{dataset}'`.")
 
 st.subheader("Runs")
-runs = queries.runs(str(path), version)
+runs = queries.runs(path, version)
 if runs.empty:
     st.info("No complete run yet. Train one with `./run.sh fit` or `python -m trainer fit --dataset NAME`.")
     st.stop()
@@ -75,7 +70,7 @@ st.query_params["run"] = run_id
 run = runs.set_index("run_id").loc[run_id]
 st.caption(f"Dataset `{run['dataset']}`, held-out clinic `{run['heldout_clinic']}`, finished "
            f"{run['finished_at']:%Y-%m-%d %H:%M}. Every page below reads this run (the `run` query parameter).")
-metrics = queries.run_table(str(path), version, run_id, "metrics", slice="overall")
+metrics = queries.run_table(path, version, run_id, "metrics", slice="overall")
 st.markdown("**Held-out clinic (test split)**: value [95% patient-bootstrap interval]; deferral at the "
             "run's default policy.")
 st.dataframe(tables.headline(metrics), width="stretch")
