@@ -48,37 +48,14 @@ def worker(db: str, run_id: str, model: str, case_ids: list[str]) -> None:
 
 
 def render_example(db: str, run_id: str, model: str) -> str:
-    import numpy as np
+    """Draw the report's attribution example into docs/; returns its case id."""
+    from trainer.report import example_figure
 
-    from data_store.images import load_rgb
-    from trainer.attributions import decode_heatmap
-    from trainer.figures import case_figure
-
-    with TriageStore(db, read_only=True) as store:
-        run = store.read_run(run_id)
-        attr = store.read_attributions(run_id, model)
-        preds = store.read_predictions(run_id, model).set_index("case_id")
-        if attr.empty:
-            raise SystemExit(f"No stored attributions of {model} in run {run_id}: run `python -m trainer explain`.")
-        ig = attr[attr.method == "integrated_gradients"].copy()
-        ig["defer_score"] = preds.loc[ig["case_id"], "defer_score"].to_numpy()
-        ig["n_words"] = ig["tokens"].map(len)
-        row = ig[(ig.n_words >= 8)].sort_values(["defer_score", "case_id"], ascending=[False, True]).iloc[0]
-        occ = attr[(attr.case_id == row["case_id"]) & (attr.method == "occlusion")]
-        case = store.read_case(run["dataset"], row["case_id"])
-    pred = preds.loc[row["case_id"]]
-    photo = load_rgb(case["image_path"], int(row["heatmap_side"]) * 2)
-    heatmaps = {"Integrated Gradients": decode_heatmap(row["image_heatmap"], row["heatmap_side"]),
-                "Occlusion": decode_heatmap(occ["image_heatmap"].iloc[0], occ["heatmap_side"].iloc[0])
-                if len(occ) else None}
-    share = json.loads(row["modality_share"])
-    title = (f"{model}, case {row['case_id']} (simulated): predicted {row['target_class']}, true {pred['y_true']}, "
-             f"defer score {pred['defer_score']:.2f}; image {share['image']:.0%} / note {share['text']:.0%} "
-             f"of the attribution")
-    fig = case_figure(photo, heatmaps, list(row["tokens"]), np.asarray(row["token_scores"]), title)
-    out = ROOT / "docs" / "attribution_example.png"
-    fig.save(out)
-    return row["case_id"]
+    fig, case_id = example_figure(db, run_id, model)
+    if fig is None:
+        raise SystemExit(f"No stored attributions of {model} in run {run_id}: run `python -m trainer explain`.")
+    fig.save(ROOT / "docs" / "attribution_example.png")
+    return case_id
 
 
 def main() -> None:

@@ -24,10 +24,7 @@ if datasets.empty:
     st.info(f"The store `{path}` holds no dataset yet. Ingest one with `python -m data_store ingest`.")
     st.stop()
 
-names = datasets["dataset"].tolist()
-wanted = st.query_params.get("dataset", names[0])
-dataset = st.selectbox("Dataset", names, index=names.index(wanted) if wanted in names else 0, key="home.dataset")
-st.query_params["dataset"] = dataset
+dataset = ui.choose("Dataset", datasets["dataset"].tolist(), "dataset", where=st)
 info = datasets.set_index("dataset").loc[dataset]
 if info["simulated"]:
     st.warning("This dataset is **simulated** (DermSynth). Its results test the pipeline; "
@@ -62,11 +59,7 @@ runs = queries.runs(path, version)
 if runs.empty:
     st.info("No complete run yet. Train one with `./run.sh fit` or `python -m trainer fit --dataset NAME`.")
     st.stop()
-ids = runs["run_id"].tolist()
-wanted = st.query_params.get("run", ids[0])
-run_id = st.selectbox("Run (every dataset, newest first)", ids, index=ids.index(wanted) if wanted in ids else 0,
-                      key="run")
-st.query_params["run"] = run_id
+run_id = ui.choose("Run (every dataset, newest first)", runs["run_id"].tolist(), "run", where=st)
 run = runs.set_index("run_id").loc[run_id]
 st.caption(f"Dataset `{run['dataset']}`, held-out clinic `{run['heldout_clinic']}`, finished "
            f"{run['finished_at']:%Y-%m-%d %H:%M}. Every page below reads this run (the `run` query parameter).")

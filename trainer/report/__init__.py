@@ -14,7 +14,8 @@ from trainer.report.render import figures, to_markdown, to_pdf
 
 
 def example_figure(db, run_id: str, model: str):
-    """The stored attribution of the model's most deferred explained case with a note, drawn; None if none."""
+    """The stored attribution of the model's most deferred explained case with a note, drawn, and its
+    case id; (None, None) when there is none."""
     from data_store.images import load_rgb
     from trainer.attributions import decode_heatmap
     from trainer.figures import case_figure
@@ -24,7 +25,7 @@ def example_figure(db, run_id: str, model: str):
         attr = store.read_attributions(run_id, model)
         preds = store.read_predictions(run_id, model).set_index("case_id")
         if attr.empty:
-            return None
+            return None, None
         ig = attr[attr.method == "integrated_gradients"].copy()
         ig["defer_score"] = preds.loc[ig["case_id"], "defer_score"].to_numpy()
         ig["n_words"] = ig["tokens"].map(len)
@@ -33,20 +34,21 @@ def example_figure(db, run_id: str, model: str):
                 ["defer_score", "case_id"], ascending=[False, True]).iloc[0]
         occ = attr[(attr.case_id == row["case_id"]) & (attr.method == "occlusion")]
         case = store.read_case(run["dataset"], row["case_id"])
+        simulated = " (simulated)" if store.read_dataset(run["dataset"])["simulated"] else ""
     side = int(row["heatmap_side"]) * 2 if row["heatmap_side"] == row["heatmap_side"] else 64
     try:
         photo = load_rgb(case["image_path"], side)
     except OSError:
-        return None
+        return None, row["case_id"]
     heat = {"Integrated Gradients": decode_heatmap(row["image_heatmap"], row["heatmap_side"]), "Occlusion": None}
     if len(occ):
         heat["Occlusion"] = decode_heatmap(occ["image_heatmap"].iloc[0], occ["heatmap_side"].iloc[0])
     pred = preds.loc[row["case_id"]]
     share = json.loads(row["modality_share"])
-    title = (f"{model}, case {row['case_id']}: suggested {row['target_class']}, true {pred['y_true']}, deferral "
+    title = (f"{model}, case {row['case_id']}{simulated}: suggested {row['target_class']}, true {pred['y_true']}, deferral "
              f"score {pred['defer_score']:.2f}; photo {share['image']:.0%}, note {share['text']:.0%} "
              "of the attribution")
-    return case_figure(photo, heat, list(row["tokens"]), np.asarray(row["token_scores"]), title)
+    return case_figure(photo, heat, list(row["tokens"]), np.asarray(row["token_scores"]), title), row["case_id"]
 
 
 def write_report(db, run_id: str, out: str | Path, policy: str | None = None) -> dict:
@@ -55,7 +57,7 @@ def write_report(db, run_id: str, out: str | Path, policy: str | None = None) ->
     (out / "slices").mkdir(parents=True, exist_ok=True)
     doc = build(db, run_id, policy)
     model = doc.title.split(":")[1].split(",")[0].strip()
-    paths = figures(doc, out, example_figure(db, run_id, model))
+    paths = figures(doc, out, example_figure(db, run_id, model)[0])
     (out / "handoff.md").write_text(to_markdown(doc, paths))
     pages = to_pdf(doc, paths, out / "handoff.pdf")
     for name, table in doc.slices.items():
