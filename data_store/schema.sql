@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS rejected_rows (
 CREATE TABLE IF NOT EXISTS runs (
     run_id          VARCHAR PRIMARY KEY,
     dataset         VARCHAR NOT NULL,
-    status          VARCHAR NOT NULL,       -- running -> complete | failed (set in the final transaction)
+    status          VARCHAR NOT NULL,       -- running -> complete | failed (set in the final transaction);
+                                            -- interrupted: the writing process died (data_store/runlock.py)
     created_at      TIMESTAMP NOT NULL,
     finished_at     TIMESTAMP,
     config          JSON NOT NULL,          -- the full FitConfig plus code version: enough to reproduce the run

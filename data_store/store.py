@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+
+from data_store.runlock import run_alive
 
 SCHEMA_VERSION = 2
 DEFAULT_DB = Path("data/triage.duckdb")
@@ -19,10 +22,45 @@ _CASE_GROUPS = {"clinic", "label", "fitzpatrick"}
 _FITTED = ("review_budget", "target_accuracy", "urgent_sensitivity", "equal_group_accuracy", "conformal_set")
 _POSTHOC_TABLES = ("calibrators", "deferral_scorers", "metrics", "reliability_bins", "risk_coverage", "policies",
                    "comparisons", "conformal")
+_INTERRUPTED = ("the process ended before the run finished (killed, out of memory or a crash); nothing of it "
+                "counts as a result. Its partial files are in artifacts_dir; train again with fit.")
+
+
+def _live(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs with the status their writer's liveness implies (see data_store.runlock)."""
+    dead = (runs["status"] == "running") & ~runs["artifacts_dir"].map(run_alive).astype(bool)
+    if dead.any():
+        runs = runs.copy()
+        runs.loc[dead, "status"] = "interrupted"
+        runs.loc[dead, "error"] = _INTERRUPTED
+    return runs
 
 
 class StoreError(RuntimeError):
-    """A store problem a user can act on (missing file, locked, read-only)."""
+    """A store problem a user can act on (missing file, locked, read-only, disk full)."""
+
+
+def _hint(text: str) -> str | None:
+    """What to do about an error whose message is ``text``, when we recognise it."""
+    if "No space left" in text or "Disk quota" in text or "File too large" in text:
+        return ("the disk is full (or over its quota). Free space and run the command again; "
+                "everything written before this command is kept")
+    if "Read-only file system" in text or "Permission denied" in text or "read-only" in text.lower():
+        return ("the file or its folder is read-only. Use a writable location (--db, --out, --cache-dir) or "
+                "ask for write access; the dashboard and reports only need to read the store")
+    return None
+
+
+def _explain(path: Path, exc: Exception, action: str) -> str:
+    hint = _hint(str(exc))
+    return f"Cannot {action} the store {path}: {str(exc).strip()}." + (f" Likely cause: {hint}." if hint else "")
+
+
+def cli_message(exc: BaseException) -> str:
+    """The one-line error a command prints: the message, plus what to do for a full disk or read-only file."""
+    text = str(exc)
+    hint = None if isinstance(exc, StoreError) else _hint(text)
+    return text + (f" ({hint}.)" if hint else "")
 
 
 class TriageStore:
@@ -49,18 +87,34 @@ class TriageStore:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or attempt == retries:
-                    raise StoreError(f"Cannot open the store {self.path}: {exc}") from exc
+                    raise StoreError(_explain(self.path, exc, "open")) from exc
                 time.sleep(0.25)
         raise AssertionError("unreachable")
 
     def _apply_schema(self) -> None:
         ddl = resources.files("data_store").joinpath("schema.sql").read_text()
+        with self.transaction():
+            self.con.execute(ddl)
+            current = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+            if current < SCHEMA_VERSION:  # schema.sql brings an older file up to date (ADD COLUMN IF NOT EXISTS)
+                self.con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])
+
+    @contextmanager
+    def transaction(self):
+        """All of the block's writes, or none: a failure (disk full, Ctrl-C) rolls back, and a
+        DuckDB error becomes a StoreError that says what to do."""
         self.con.execute("BEGIN")
-        self.con.execute(ddl)
-        current = self.con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
-        if current < SCHEMA_VERSION:  # schema.sql brings an older file up to date (ADD COLUMN IF NOT EXISTS)
-            self.con.execute("INSERT INTO schema_version VALUES (?, now())", [SCHEMA_VERSION])
-        self.con.execute("COMMIT")
+        try:
+            yield self.con
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # a failed COMMIT has already ended the transaction
+            if isinstance(exc, duckdb.Error):
+                raise StoreError(_explain(self.path, exc, "write to")) from exc
+            raise
 
     def close(self) -> None:
         self.con.close()
@@ -82,8 +136,7 @@ class TriageStore:
     def replace_dataset(self, info: dict, cases: pd.DataFrame, rejected: pd.DataFrame) -> None:
         """Write one dataset's rows in a single transaction: all of it, or nothing."""
         con = self.con
-        con.execute("BEGIN")
-        try:
+        with self.transaction():
             for table in ("cases", "rejected_rows", "datasets"):
                 con.execute(f"DELETE FROM {table} WHERE dataset = ?", [info["dataset"]])
             con.execute(
@@ -99,10 +152,6 @@ class TriageStore:
             con.execute("""INSERT INTO rejected_rows SELECT ?, source_row, case_id, reason, detail
                            FROM new_rejected""", [info["dataset"]])
             con.unregister("new_rejected")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def list_datasets(self) -> pd.DataFrame:
         return self.con.execute("SELECT * FROM datasets ORDER BY ingested_at DESC").df()
@@ -135,8 +184,16 @@ class TriageStore:
     # ---- runs ---------------------------------------------------------------------
     def start_run(self, run_id: str, dataset: str, config_json: str, classes: list[str],
                   heldout_clinic: str, artifacts_dir: str) -> None:
-        self.con.execute("INSERT INTO runs VALUES (?, ?, 'running', now(), NULL, ?, ?, ?, NULL, ?, NULL)",
-                         [run_id, dataset, config_json, list(classes), heldout_clinic, artifacts_dir])
+        """Register a run as running. The caller holds ``data_store.runlock.RunLock(artifacts_dir)``
+        until it exits; runs left 'running' by a process that died are marked interrupted here."""
+        with self.transaction():
+            running = self.con.execute("SELECT run_id, artifacts_dir FROM runs WHERE status = 'running'").fetchall()
+            for other, folder in running:
+                if not run_alive(folder):
+                    self.con.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE run_id = ?",
+                                     [_INTERRUPTED, other])
+            self.con.execute("INSERT INTO runs VALUES (?, ?, 'running', now(), NULL, ?, ?, ?, NULL, ?, NULL)",
+                             [run_id, dataset, config_json, list(classes), heldout_clinic, artifacts_dir])
 
     def finish_run(self, run_id: str, splits: pd.DataFrame, predictions: pd.DataFrame, timings_json: str,
                    posthoc: dict[str, pd.DataFrame]) -> None:
@@ -144,8 +201,7 @@ class TriageStore:
         transaction. ``predictions`` has probs_uncal and the per-case signals; ``posthoc`` is
         trainer.calibrate.posthoc_tables (its "predictions" fills probs, y_pred, defer_score)."""
         con = self.con
-        con.execute("BEGIN")
-        try:
+        with self.transaction():
             con.execute("DELETE FROM splits WHERE run_id = ?", [run_id])
             con.execute("DELETE FROM predictions WHERE run_id = ?", [run_id])
             con.register("new_splits", splits)
@@ -161,26 +217,17 @@ class TriageStore:
             self._replace_posthoc(run_id, posthoc)
             con.execute("""UPDATE runs SET status = 'complete', finished_at = now(), timings = ?
                            WHERE run_id = ?""", [timings_json, run_id])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def write_posthoc(self, run_id: str, posthoc: dict[str, pd.DataFrame], config_json: str | None = None) -> None:
         """Replace a run's post-hoc tables (``python -m trainer calibrate``), in one transaction."""
         con = self.con
-        con.execute("BEGIN")
-        try:
+        with self.transaction():
             # Predictions of schema 1 held the raw probabilities in probs: keep them as probs_uncal.
             con.execute("UPDATE predictions SET probs_uncal = probs WHERE run_id = ? AND probs_uncal IS NULL",
                         [run_id])
             self._replace_posthoc(run_id, posthoc)
             if config_json is not None:
                 con.execute("UPDATE runs SET config = ? WHERE run_id = ?", [config_json, run_id])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def _replace_posthoc(self, run_id: str, posthoc: dict[str, pd.DataFrame]) -> None:
         con = self.con
@@ -232,10 +279,11 @@ class TriageStore:
                          [error[:2000], run_id])
 
     def list_runs(self) -> pd.DataFrame:
-        return self.con.execute("SELECT * FROM runs ORDER BY created_at DESC, run_id DESC").df()
+        """Every run, newest first; a 'running' run whose process has ended shows as 'interrupted'."""
+        return _live(self.con.execute("SELECT * FROM runs ORDER BY created_at DESC, run_id DESC").df())
 
     def read_run(self, run_id: str) -> dict:
-        df = self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df()
+        df = _live(self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df())
         if df.empty:
             raise StoreError(f"No run {run_id!r} in {self.path}.")
         return df.iloc[0].to_dict()
@@ -259,17 +307,12 @@ class TriageStore:
         columns = [c for c in self._columns("policies") if c not in ("run_id", "model", "policy")]
         df = rows.copy()
         df["params"] = df["params"].map(lambda v: json.dumps(v) if isinstance(v, dict) else v)
-        con.execute("BEGIN")
-        try:
+        with self.transaction():
             con.execute("DELETE FROM policies WHERE run_id = ? AND model = ? AND policy = ?", [run_id, model, policy])
             con.register("new_policy", df[columns])
             con.execute(f"INSERT INTO policies (run_id, model, policy, {', '.join(columns)}) "
                         f"SELECT ?, ?, ?, {', '.join(columns)} FROM new_policy", [run_id, model, policy])
             con.unregister("new_policy")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     # ---- attributions -------------------------------------------------------------
     def write_attributions(self, rows: pd.DataFrame) -> None:
@@ -283,18 +326,13 @@ class TriageStore:
             if c not in df:
                 df[c] = None
         df["modality_share"] = df["modality_share"].map(lambda v: json.dumps(v) if isinstance(v, dict) else None)
-        con.execute("BEGIN")
-        try:
+        with self.transaction():
             con.register("new_attr", df[columns])
             con.execute("""DELETE FROM attributions a USING new_attr n WHERE a.run_id = n.run_id
                            AND a.model = n.model AND a.case_id = n.case_id AND a.method = n.method""")
             con.execute(f"INSERT INTO attributions ({', '.join(columns)}, created_at) "
                         f"SELECT {', '.join(columns)}, now() FROM new_attr")
             con.unregister("new_attr")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def read_attributions(self, run_id: str, model: str | None = None, case_id: str | None = None) -> pd.DataFrame:
         return self.con.execute(

@@ -120,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, RuntimeError, OSError) as exc:  # user-facing: no traceback
-        print(f"error: {exc}", file=sys.stderr)
+        from data_store.store import cli_message
+
+        print(f"error: {cli_message(exc)}", file=sys.stderr)
         return 2
 
 

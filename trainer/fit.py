@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data_store.runlock import RunLock
 from data_store.splits import make_splits
 from data_store.store import TriageStore
 from trainer.calibrate import posthoc_tables
@@ -109,36 +110,48 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{dataset}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
     artifacts = Path(db).resolve().parent / "runs" / run_id  # beside the store, whatever the cache
     config = {**json.loads(cfg.to_json()), "code_version": code_version(), "dataset_fingerprint": info["fingerprint"]}
-    with TriageStore(db) as store:
-        store.start_run(run_id, dataset, json.dumps(config), classes, heldout, str(artifacts))
-    artifacts.mkdir(parents=True, exist_ok=True)
-    (artifacts / "config.json").write_text(json.dumps({**config, "run_id": run_id, "classes": classes}, indent=2))
-    try:
-        torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        stats = CacheStats()
-        feats, text_dim, folders = prepare_features(cases, split.to_numpy(), info["fingerprint"], cfg, classes,
-                                                    stats, log, timings)
-        for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
-            shutil.copytree(folder, artifacts / name, dirs_exist_ok=True)
-        predictions = train_all(cfg, classes, cases, split, feats, text_dim, artifacts, timings, log)
-        per_case = pd.DataFrame({"train_distance": train_distance(feats, split.to_numpy()),
-                                 **photo_quality(feats.images)}, index=cases["case_id"])
-        predictions = predictions.join(per_case, on="case_id")
-        t = time.perf_counter()
-        posthoc = posthoc_tables(predictions, cases, classes, info["urgent_classes"], cfg, log)
-        timings["posthoc"] = time.perf_counter() - t
-        t = time.perf_counter()
-        splits_df = pd.DataFrame({"case_id": split.index, "split": split.to_numpy()})
+    # The lock is taken before the run is registered and dropped by the kernel however this
+    # process ends, so a killed fit shows as interrupted, never as running or complete.
+    with RunLock(artifacts):
         with TriageStore(db) as store:
-            store.finish_run(run_id, splits_df, predictions,
-                             json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}), posthoc)
-        log(f"stored {len(predictions):,} predictions and the audit in {time.perf_counter() - t:.1f} s")
-    except BaseException as exc:
-        with TriageStore(db) as store:
-            store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
-        raise
+            store.start_run(run_id, dataset, json.dumps(config), classes, heldout, str(artifacts))
+        (artifacts / "config.json").write_text(json.dumps({**config, "run_id": run_id, "classes": classes},
+                                                          indent=2))
+        try:
+            _train_and_store(db, run_id, cfg, info, cases, classes, split, artifacts, timings, log)
+        except BaseException as exc:
+            try:
+                with TriageStore(db) as store:
+                    store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+            except Exception as store_exc:  # e.g. the disk is full: the original error matters more
+                log(f"could not mark run {run_id} failed ({store_exc}); it will show as interrupted")
+            raise
     return run_id
+
+
+def _train_and_store(db, run_id: str, cfg: FitConfig, info: dict, cases: pd.DataFrame, classes: list[str],
+                     split: pd.Series, artifacts: Path, timings: dict, log) -> None:
+    """Features, the models, post-hoc tables, then one transaction that completes the run."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    stats = CacheStats()
+    feats, text_dim, folders = prepare_features(cases, split.to_numpy(), info["fingerprint"], cfg, classes,
+                                                stats, log, timings)
+    for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
+        shutil.copytree(folder, artifacts / name, dirs_exist_ok=True)
+    predictions = train_all(cfg, classes, cases, split, feats, text_dim, artifacts, timings, log)
+    per_case = pd.DataFrame({"train_distance": train_distance(feats, split.to_numpy()),
+                             **photo_quality(feats.images)}, index=cases["case_id"])
+    predictions = predictions.join(per_case, on="case_id")
+    t = time.perf_counter()
+    posthoc = posthoc_tables(predictions, cases, classes, info["urgent_classes"], cfg, log)
+    timings["posthoc"] = time.perf_counter() - t
+    t = time.perf_counter()
+    splits_df = pd.DataFrame({"case_id": split.index, "split": split.to_numpy()})
+    with TriageStore(db) as store:
+        store.finish_run(run_id, splits_df, predictions,
+                         json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}), posthoc)
+    log(f"stored {len(predictions):,} predictions and the audit in {time.perf_counter() - t:.1f} s")
 
 
 def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: str, cfg: FitConfig,

@@ -54,3 +54,50 @@ def test_clear_errors(tmp_path):
             store.read_dataset("nope")
         with pytest.raises(ValueError, match="by must be one of"):
             store.count_cases("d", "note; DROP TABLE cases")
+
+
+def test_a_running_run_whose_process_died_reads_as_interrupted(tmp_path):
+    from data_store.runlock import RunLock
+
+    db, folder = tmp_path / "s.duckdb", tmp_path / "runs" / "r1"
+    with TriageStore(db) as store, RunLock(folder):
+        store.start_run("r1", "d", "{}", ["a", "b"], "x", str(folder))
+        assert store.read_run("r1")["status"] == "running"  # the lock is held: alive
+    with TriageStore(db) as store:  # lock released, as the kernel does when a process dies
+        assert store.read_run("r1")["status"] == "interrupted"
+        assert "killed" in store.list_runs().set_index("run_id").loc["r1", "error"]
+        store.start_run("r2", "d", "{}", ["a", "b"], "x", str(tmp_path / "runs" / "r2"))  # persists r1's state
+        raw = store.con.execute("SELECT status FROM runs WHERE run_id = 'r1'").fetchone()[0]
+    assert raw == "interrupted"
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("IO Error: Could not write file \"x.wal\": No space left on device", "the disk is full"),
+    ("[Errno 28] No space left on device: 'data/runs/r/model.safetensors'", "the disk is full"),
+    ("IO Error: Cannot open file \"s.duckdb\": Read-only file system", "read-only"),
+    ("[Errno 13] Permission denied: 'data/report'", "read-only"),
+])
+def test_full_disk_and_read_only_errors_say_what_to_do(text, hint):
+    from data_store.store import cli_message
+
+    assert hint in cli_message(OSError(text))
+    assert cli_message(ValueError("label is empty.")) == "label is empty."
+
+
+def test_identifiers_with_sql_in_them_are_data_not_code(tmp_path):
+    info, cases, rejected = _rows()
+    evil = "d'; DROP TABLE cases; --"
+    info = {**info, "dataset": evil}
+    cases = cases.assign(case_id=["a' OR '1'='1", "b\"); DELETE FROM runs; --"])
+    with TriageStore(tmp_path / "s.duckdb") as store:
+        store.replace_dataset(info, cases, rejected)
+        got = store.read_cases(evil)
+        assert got["case_id"].tolist() == sorted(cases["case_id"])
+        assert store.read_case(evil, "a' OR '1'='1")["patient_id"] == "p1"
+        with pytest.raises(StoreError, match="No case"):
+            store.read_case(evil, "x' OR '1'='1")
+        assert len(store.read_cases("d")) == 0 and store.count_cases(evil, "clinic")["n"].sum() == 2
+        with pytest.raises(ValueError, match="by must be one of"):
+            store.count_cases(evil, "clinic; DROP TABLE cases")
+        with pytest.raises(ValueError, match="Cannot filter metrics"):
+            store.read_table("metrics", "r", **{"metric = metric OR 1": 1})

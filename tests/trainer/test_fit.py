@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import open_clip
 import pytest
 import torch
@@ -52,13 +53,19 @@ def test_empty_notes_are_predicted(quick_run):
     assert len(empty) > 0 and len(got) == len(set(empty) & set(quick_run["preds"]["case_id"])) * len(MODEL_NAMES)
 
 
-def test_same_seed_same_predictions(quick_run, synth_store):
+def test_same_seed_same_predictions_and_identical_metrics_table(quick_run, synth_store):
     again = fit(synth_store, "dermsynth", quick_run["cfg"], log=lambda m: None)
     with TriageStore(synth_store, read_only=True) as store:
         second = store.read_predictions(again)
+        tables = [store.read_table("metrics", r).drop(columns="run_id") for r in (quick_run["run_id"], again)]
     first = quick_run["preds"]
     assert (first["case_id"].to_numpy() == second["case_id"].to_numpy()).all()
     np.testing.assert_allclose(np.stack(first["probs"]), np.stack(second["probs"]), atol=1e-6)
+    # The metrics table, bootstrap intervals included, is identical to the last bit.
+    keys = ["model", "split", "slice", "slice_value", "metric"]
+    a, b = (t.sort_values(keys).reset_index(drop=True) for t in tables)
+    assert len(a) > 1000
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
 def test_reloaded_checkpoints_reproduce_predictions(quick_run, synth_store):

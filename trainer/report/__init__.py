@@ -4,6 +4,9 @@ store. NumPy, pandas, Pillow and fpdf2 only."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +55,34 @@ def example_figure(db, run_id: str, model: str):
 
 
 def write_report(db, run_id: str, out: str | Path, policy: str | None = None) -> dict:
-    """Write the document into ``out``; returns the paths and the PDF's page count."""
-    out = Path(out)
+    """Write the document into ``out``; returns the paths and the PDF's page count.
+
+    Everything is written into a staging folder beside ``out`` that replaces ``out`` only
+    when complete, so a killed report leaves the previous document (or none), never half of one.
+    """
+    out = Path(out).resolve()
+    with TriageStore(db, read_only=True) as store:
+        status = store.read_run(run_id)["status"]
+    if status != "complete":
+        raise ValueError(f"Run {run_id} is {status}; only a complete run has a handoff document.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out.parent.glob(f".{out.name}.partial-*"):  # from a report that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    stage.chmod(0o755)  # mkdtemp's 0700 would hide the document from colleagues
+    try:
+        pages, n_slices = _write(db, run_id, stage, policy)
+        old = out.with_name(f".{out.name}.partial-old{os.getpid()}")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {"pdf": out / "handoff.pdf", "md": out / "handoff.md", "pages": pages, "slices": n_slices}
+
+
+def _write(db, run_id: str, out: Path, policy: str | None) -> tuple[int, int]:
     (out / "slices").mkdir(parents=True, exist_ok=True)
     doc = build(db, run_id, policy)
     model = doc.title.split(":")[1].split(",")[0].strip()
@@ -63,4 +92,4 @@ def write_report(db, run_id: str, out: str | Path, policy: str | None = None) ->
     for name, table in doc.slices.items():
         table.to_csv(out / "slices" / f"{name}.csv", index=False)
         (out / "slices" / f"{name}.md").write_text(table.to_markdown(index=False, floatfmt=".3f"))
-    return {"pdf": out / "handoff.pdf", "md": out / "handoff.md", "pages": pages, "slices": len(doc.slices)}
+    return pages, len(doc.slices)
