@@ -35,9 +35,9 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Cases", f"{int(info['n_cases']):,}")
 c2.metric("Rejected rows", f"{int(info['n_rejected']):,}")
 c3.metric("Clinics", len(summary["clinic"]))
-c4.metric("Held-out clinic", info["heldout_clinic"] or "not declared")
-st.caption(f"Classes, in probability order: {', '.join(info['classes'])}. "
-           f"Ingested {info['ingested_at']:%Y-%m-%d %H:%M} from `{info['manifest_path']}`.")
+c4.metric("Held-out clinic", ui.plain(info["heldout_clinic"]) if info["heldout_clinic"] else "not declared")
+st.caption(f"Classes, in probability order: {', '.join(map(ui.plain, info['classes']))}. "
+           f"Ingested {info['ingested_at']:%Y-%m-%d %H:%M} from {ui.plain(info['manifest_path'])}.")
 
 fitz = summary["fitzpatrick"].assign(fitzpatrick=lambda d: d["fitzpatrick"].map(fitzpatrick_label))
 left, middle, right = st.columns(3)
@@ -52,7 +52,8 @@ if summary["rejected"].empty:
     st.write("No row was rejected.")
 else:
     st.dataframe(summary["rejected"], hide_index=True, width="stretch")
-    st.caption(f"Each row's detail: `SELECT * FROM rejected_rows WHERE dataset = '{dataset}'`.")
+    st.caption("Each row's detail, in the store:")
+    st.code(f"SELECT * FROM rejected_rows WHERE dataset = '{dataset.replace(chr(39), chr(39) * 2)}'", language="sql")
 
 st.subheader("Runs")
 runs = queries.runs(path, version)
@@ -61,7 +62,7 @@ if runs.empty:
     st.stop()
 run_id = ui.choose("Run (every dataset, newest first)", runs["run_id"].tolist(), "run", where=st)
 run = runs.set_index("run_id").loc[run_id]
-st.caption(f"Dataset `{run['dataset']}`, held-out clinic `{run['heldout_clinic']}`, finished "
+st.caption(f"Dataset {ui.plain(run['dataset'])}, held-out clinic {ui.plain(run['heldout_clinic'])}, finished "
            f"{run['finished_at']:%Y-%m-%d %H:%M}. Every page below reads this run (the `run` query parameter).")
 metrics = queries.run_table(path, version, run_id, "metrics", slice="overall")
 st.markdown("**Held-out clinic (test split)**: value [95% patient-bootstrap interval]; deferral at the "

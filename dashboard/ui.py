@@ -5,6 +5,8 @@ same view; session keys are namespaced by page.
 """
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -52,6 +54,14 @@ def choose(label: str, options: list, param: str, default=None, where=st.sidebar
     value = where.selectbox(label, options, index=options.index(wanted) if wanted in options else 0, key=param)
     st.query_params[param] = value
     return value
+
+
+def plain(value) -> str:
+    """``value`` as literal text inside Markdown (st.caption, st.error, metric values, labels):
+    every ASCII punctuation mark escaped, so a clinic, label or note that holds Markdown, HTML,
+    a link, an image or a Streamlit directive (``:red[...]``) is shown as typed, never rendered."""
+    text = " ".join(str(value).split())  # one line: a newline could start a Markdown block
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
 
 
 def interval(value, low, high, digits: int = 3) -> str:

@@ -17,6 +17,10 @@ from torch import nn
 from trainer.config import DEFAULT_TEXT_ENCODER
 
 
+def _first_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+
+
 def resolve_text_encoder(name: str) -> str:
     """The folder or hub name transformers should load for ``name``."""
     if name in (DEFAULT_TEXT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"):
@@ -38,9 +42,10 @@ class TextEncoder:
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.source)
             self.model = AutoModel.from_pretrained(self.source).eval()
-        except OSError as exc:
-            raise ValueError(f"Cannot load the text encoder {name!r} ({self.source}): {exc}. Use a local folder, "
-                             f"or the offline default {DEFAULT_TEXT_ENCODER!r}.") from exc
+        except Exception as exc:  # missing files, a hub name offline, or weights that are not plain tensors
+            raise ValueError(f"Cannot load the text encoder {name!r} ({self.source}): {_first_line(exc)}. Use a "
+                             f"local folder of plain weights (safetensors, or a .bin that torch.load accepts with "
+                             f"weights_only=True), or the offline default {DEFAULT_TEXT_ENCODER!r}.") from exc
         self.dim = int(self.model.config.hidden_size)
 
     def identity(self) -> str:
@@ -113,9 +118,10 @@ class OpenClipImageEncoder:
             pretrained = pretrained or None
         try:
             model = open_clip.create_model(model_name, pretrained=pretrained, weights_only=True)
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise ValueError(f"Cannot load the open_clip image encoder {spec!r}: {exc}. Pretrained tags need "
-                             "a hub download; offline, give a local checkpoint path or local-dir: folder.") from exc
+        except Exception as exc:  # as above; a pickled object in the checkpoint is refused, never run
+            raise ValueError(f"Cannot load the open_clip image encoder {spec!r}: {_first_line(exc)}. Pretrained tags "
+                             "need a hub download; offline, give a local checkpoint path or local-dir: folder "
+                             "holding plain weights (loaded with weights_only=True).") from exc
         self.visual = model.visual.eval()
         self.image_size = int(np.atleast_1d(self.visual.image_size)[0])
         mean = getattr(self.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)

@@ -94,6 +94,6 @@ with st.form("deferral.save"):
                                        params=[{"threshold": threshold, "saved_from": "dashboard"}] * int(keep.sum())))
         try:
             queries.save_policy(path, run.run_id, model, name.strip(), pd.concat(rows, ignore_index=True))
-            st.success(f"Saved policy {name.strip()!r} at {threshold:.3f} for {model}.")
+            st.success(f"Saved policy {ui.plain(repr(name.strip()))} at {threshold:.3f} for {model}.")
         except (ValueError, queries.StoreError) as exc:
             st.error(str(exc))

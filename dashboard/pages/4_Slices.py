@@ -27,13 +27,14 @@ rows = metrics[(metrics.slice == family) & (metrics.metric == metric)]
 table = tables.slice_table(rows)
 flagged = table[table["flagged"]]
 if len(flagged):
-    st.error(f"{len(flagged)} group(s) differ from the best-served group ({table['gap_reference'].dropna().iloc[0]}) "
-             f"with an interval that excludes zero: {', '.join(flagged['group'])}.")
+    st.error(f"{len(flagged)} group(s) differ from the best-served group "
+             f"({ui.plain(table['gap_reference'].dropna().iloc[0])}) with an interval that excludes zero: "
+             f"{', '.join(map(ui.plain, flagged['group']))}.")
 else:
     st.success("No group's gap to the best-served group has an interval that excludes zero.")
 small = table[table["too_small"]]
 if len(small):
-    st.warning(f"Too small to judge (n < 30), shown but never flagged: {', '.join(small['group'])}.")
+    st.warning(f"Too small to judge (n < 30), shown but never flagged: {', '.join(map(ui.plain, small['group']))}.")
 st.altair_chart(charts.interval_bars(table.rename(columns={"group": "slice_value"}), "slice_value",
                                      f"{metric} by {family} ({model}, {split})", metric), width="stretch")
 st.dataframe(table, hide_index=True, width="stretch")

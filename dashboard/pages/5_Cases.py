@@ -60,14 +60,14 @@ case = queries.case(path, version, run["dataset"], case_id)
 
 left, right = st.columns([1, 2])
 try:
-    left.image(load_rgb(case["image_path"], 256), caption=f"{case_id} (photo)")
+    left.image(load_rgb(case["image_path"], 256), caption=f"{ui.plain(case_id)} (photo)")
 except OSError as exc:
     left.warning(f"The photo cannot be read: {exc}")
 right.markdown("**Referring note** (shown as text)")
 right.text(case["note"] or "(no note)")
 right.altair_chart(charts.probabilities(pd.DataFrame({"class": list(run["classes"]),
                                                       "probability": np.asarray(row["probs"])})), width="stretch")
-right.write(f"True: **{row['y_true']}** - predicted: **{row['y_pred']}** - deferral score **{row['defer_score']:.3f}**"
+right.write(f"True: **{ui.plain(row['y_true'])}** - predicted: **{ui.plain(row['y_pred'])}** - deferral score **{row['defer_score']:.3f}**"
             f" ({'deferred' if row['deferred'] else 'not deferred'})")
 
 st.subheader("What drove the prediction")
