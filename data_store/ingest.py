@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import yaml
 
 from data_store.fitzpatrick import parse_fitzpatrick
 from data_store.images import ImageRejected, check_image, load_rgb
+from data_store.lookalike import canonical_spellings, difference, skeleton
 
 REQUIRED = ("patient_id", "clinic", "image_path", "note", "label")
 CORE = ("case_id",) + REQUIRED + ("fitzpatrick",)
@@ -69,28 +71,79 @@ class Mapping:
                    heldout_clinic=data.get("heldout_clinic"), simulated=bool(data.get("simulated", False)))
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    """CSV, Parquet or JSONL as a frame of strings ('' for missing)."""
+MAX_ROW_BYTES = 1 << 20  # 1 MiB: a row over this cannot be valid (a note is at most 10,000 characters)
+
+
+def _split_rows(path: Path, quoted: bool, header: bool, chunk: int = 1 << 16) -> tuple[bytes, list[int], list[int]]:
+    """Stream a CSV (``quoted``: a newline inside double quotes continues the row) or JSONL
+    file into rows without ever holding a row over MAX_ROW_BYTES in memory.
+
+    Returns (the header and the kept rows as bytes, the 1-based number of each kept data row,
+    the numbers of the rows left out for their size). Blank lines are not rows.
+    """
+    kept, numbers, oversized = [], [], []
+    parts, size, odd_quotes, n = [], 0, False, 0 if header else 1  # n: the next row's number; 0 is the header
+
+    def close() -> None:
+        nonlocal n
+        if size > MAX_ROW_BYTES:
+            oversized.append(n)
+        elif b"".join(parts).strip():
+            kept.append(b"".join(parts))
+            numbers.append(n)
+        else:
+            return
+        n += 1
+
+    with open(path, "rb") as f:
+        while piece := f.readline(chunk):
+            size += len(piece)
+            if size <= MAX_ROW_BYTES:
+                parts.append(piece)
+            if quoted and piece.count(b'"') % 2:
+                odd_quotes = not odd_quotes
+            if not piece.endswith(b"\n") or odd_quotes:
+                continue  # the row goes on
+            close()
+            parts, size = [], 0
+    if size:
+        close()  # the last row, without a final newline
+    if header and oversized[:1] == [0]:
+        raise ManifestError(f"The manifest's header line is over {MAX_ROW_BYTES:,} bytes: {path}")
+    return b"".join(kept), numbers[1:] if header else numbers, oversized
+
+
+def read_manifest(path: Path) -> tuple[pd.DataFrame, list[int]]:
+    """CSV, Parquet or JSONL as a frame of strings ('' for missing), indexed by the 1-based
+    data-row number, and the numbers of the rows too large to read (over MAX_ROW_BYTES)."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise ManifestError(f"Manifest not found: {path}")
+    oversized: list[int] = []
     try:
-        if suffix in (".csv", ".tsv", ".txt"):
+        if suffix in (".csv", ".tsv", ".txt", ".jsonl", ".ndjson"):
+            lines = suffix in (".jsonl", ".ndjson")
+            data, numbers, oversized = _split_rows(path, quoted=not lines, header=not lines)
             # Invalid UTF-8 bytes become U+FFFD so that row is rejected, not the whole file.
-            text = path.read_bytes().decode("utf-8-sig", errors="replace")
-            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
-                             sep="\t" if suffix == ".tsv" else ",")
+            text = data.decode("utf-8-sig", errors="replace")
+            if lines:
+                df = pd.read_json(io.StringIO(text), lines=True, dtype=False) if text.strip() else pd.DataFrame()
+            else:
+                df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False,
+                                 sep="\t" if suffix == ".tsv" else ",")
+            if len(df) != len(numbers):
+                raise ManifestError(f"{len(df)} rows parsed but {len(numbers)} found; is a quote left open?")
+            df.index = numbers
         elif suffix == ".parquet":
             df = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(path, lines=True, dtype=False)
+            df.index = range(1, len(df) + 1)
         else:
             raise ManifestError(f"Unsupported manifest type {suffix!r}: use .csv, .parquet or .jsonl.")
     except ManifestError:
         raise
     except Exception as exc:  # pandas raises many types for unreadable files
         raise ManifestError(f"Cannot read the manifest {path}: {exc}") from exc
-    return df.astype(object).where(df.notna(), "").map(lambda v: v if isinstance(v, str) else _to_text(v))
+    return df.astype(object).where(df.notna(), "").map(lambda v: v if isinstance(v, str) else _to_text(v)), oversized
 
 
 def _to_text(value) -> str:
@@ -146,7 +199,7 @@ def _canonical_columns(df: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
         raise ManifestError(f"The manifest lacks required column(s) {missing}. It has {list(df.columns)}; "
                             f"rename them with --mapping (columns: {{your_name: {missing[0]}}}).")
     if "case_id" not in df.columns:
-        df.insert(0, "case_id", [f"row{i + 1}" for i in range(len(df))])
+        df.insert(0, "case_id", [f"row{i}" for i in df.index])
     if "fitzpatrick" not in df.columns:
         df["fitzpatrick"] = ""
     return df
@@ -165,6 +218,11 @@ def _check_row(row: dict, classes: list[str] | None, mapping: Mapping) -> tuple[
     if not row["label"].strip():
         return "label_missing", "label is empty."
     if classes is not None and _resolve_label(row["label"], classes, mapping) is None:
+        label = row["label"].strip()
+        twin = [c for c in classes if skeleton(c) == skeleton(label)]
+        if twin:
+            return "label_lookalike", (f"label {label!r} looks like the class {twin[0]!r} but is spelled differently "
+                                       f"({difference(label, twin[0])}); correct it or map it with --mapping.")
         return "label_unknown", f"label {row['label']!r} is not one of the classes {classes}."
     return None
 
@@ -188,19 +246,39 @@ def _image_check(raw: str, root: Path) -> tuple[str, object]:
         return "rejected", ImageRejected("image_unreadable", f"image cannot be converted to RGB ({exc}): {raw!r}.")
 
 
-def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int = 4,
-             progress=None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Split manifest rows into accepted cases and rejected rows; returns (cases, rejected, classes)."""
+def _lookalike_clinics(accepted: list[dict], rejected: list[dict]) -> list[dict]:
+    """Reject rows whose clinic is another spelling of a clinic more rows use; returns the rest."""
+    clinics = [r["clinic"].strip() for r in accepted]
+    canonical, counts = canonical_spellings(clinics), Counter(clinics)
+    kept = []
+    for row, clinic in zip(accepted, clinics):
+        if canonical[clinic] == clinic:
+            kept.append(row)
+            continue
+        rejected.append({"source_row": row["source_row"], "case_id": row["case_id"].strip(), "reason": "clinic_lookalike",
+                         "detail": f"clinic {clinic!r} looks like {canonical[clinic]!r} ({counts[canonical[clinic]]:,} "
+                                   f"rows) but is spelled differently ({difference(clinic, canonical[clinic])}); one "
+                                   "clinic written two ways would be split in the audit. Correct the manifest."})
+    return kept
+
+
+def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int = 4, progress=None,
+             oversized: list[int] = ()) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Split manifest rows into accepted cases and rejected rows; returns (cases, rejected, classes).
+
+    ``df`` is indexed by source row (see read_manifest); ``oversized`` are rows too large to read."""
     df = _canonical_columns(df, mapping)
     classes = mapping.classes
-    if classes is None:  # no declared taxonomy: the labels present define it
-        labels = {mapping.labels.get(v.strip(), v.strip()) for v in df["label"] if v.strip() and _is_valid_text(v)}
-        classes = sorted(labels)
+    if classes is None:  # no declared taxonomy: the labels present define it, one spelling per look-alike group
+        labels = [mapping.labels.get(v.strip(), v.strip()) for v in df["label"] if v.strip() and _is_valid_text(v)]
+        classes = sorted(set(canonical_spellings(labels).values()))
     rows = df.to_dict("records")
-    rejected: list[dict] = []
+    rejected: list[dict] = [{"source_row": i, "case_id": None, "reason": "row_too_long",
+                             "detail": f"row {i} is over {MAX_ROW_BYTES:,} bytes (or opens a quote it never closes); "
+                                       "it was skipped unread."} for i in oversized]
     accepted: list[dict] = []
     seen_ids: dict[str, int] = {}
-    for i, row in enumerate(rows, start=1):
+    for i, row in zip(df.index, rows):
         problem = _check_row(row, classes, mapping)
         case_id = row["case_id"].strip()
         if problem is None and case_id in seen_ids:
@@ -212,6 +290,7 @@ def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int 
         seen_ids[case_id] = i
         accepted.append({"source_row": i, **row})
 
+    accepted = _lookalike_clinics(accepted, rejected)
     with ThreadPoolExecutor(workers) as pool:
         checks = []
         for status in pool.map(lambda r: _image_check(r["image_path"], image_root), accepted):
@@ -265,10 +344,10 @@ def ingest(store, dataset: str, manifest: Path, mapping_path: Path | None = None
     if not image_root.is_dir():
         raise ManifestError(f"Image root {image_root} is not a folder.")
     mapping = Mapping.load(mapping_path, sidecar=manifest.parent / "dataset.json")
-    df = read_manifest(manifest)
-    if df.empty:
+    df, oversized = read_manifest(manifest)
+    if df.empty and not oversized:
         raise ManifestError(f"The manifest {manifest} has no data rows.")
-    cases, rejected, classes = validate(df, mapping, image_root, progress=progress)
+    cases, rejected, classes = validate(df, mapping, image_root, progress=progress, oversized=oversized)
     for name in mapping.urgent_classes or []:
         if name not in classes:
             raise ManifestError(f"urgent class {name!r} is not one of the classes {classes}.")

@@ -1,130 +1,137 @@
 """Every bad input of the foundation issue, each rejected or kept as documented."""
 import json
+import os
+import re
 import signal
-import struct
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from data_store.__main__ import main
 from data_store.images import load_rgb
 from data_store.ingest import ManifestError, ingest, parse_fitzpatrick
 from data_store.store import TriageStore
+from tests.bad_inputs.corpus import build_rows, unusable_files, write_manifest
 
-HEADER = ["case_id", "patient_id", "clinic", "image_path", "note", "label", "fitzpatrick", "age"]
+ROOT = Path(__file__).resolve().parents[2]
 
-
-def _bomb_png(path, width=60000, height=60000):
-    """A tiny valid PNG whose header declares an enormous size."""
-    raw = b"\x00\x00\x00\x00"  # one filter byte + one RGB pixel
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+CLASSES = {"classes": ["benign", "malignant"], "urgent_classes": ["malignant"], "heldout_clinic": "C"}
 
 
 @pytest.fixture()
 def messy(tmp_path):
-    """A manifest folder with one row per bad input and the expected outcome of each."""
+    """The bad-input corpus (tests/bad_inputs) as one manifest, and its rows."""
     root = tmp_path / "export"
-    img = root / "img"
-    img.mkdir(parents=True)
-    rgb = np.random.default_rng(0).integers(0, 255, (24, 24, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(img / "good.jpg")
-    for i in range(4):
-        Image.fromarray(np.roll(rgb, i + 1, axis=0)).save(img / f"good{i}.png")
-    Image.fromarray(rgb[:, :, 0]).save(img / "gray.png")
-    Image.fromarray(np.dstack([rgb, np.full((24, 24), 128, np.uint8)])).save(img / "rgba.png")
-    Image.fromarray(rgb).convert("CMYK").save(img / "cmyk.jpg")
-    Image.fromarray((np.arange(576, dtype=np.uint16).reshape(24, 24) * 100)).save(img / "deep16.png")
-    (img / "empty.jpg").write_bytes(b"")
-    (img / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
-    (img / "notes.jpg").write_text("this is a text file, not a photo")
-    good = (img / "good.jpg").read_bytes()
-    (img / "truncated.jpg").write_bytes(good[: len(good) // 2])
-    _bomb_png(img / "bomb.png")
-    outside = tmp_path / "secret.jpg"
-    Image.fromarray(rgb).save(outside)
-    (img / "link.jpg").symlink_to(outside)
-
-    # (row fields..., expected): expected is ("accept", flags) or ("reject", reason)
-    R = []
-    def row(cid, pid, clinic, path, note, label, fitz, expect):
-        R.append(([cid, pid, clinic, path, note, label, fitz, "50"], expect))
-    row("ok", "p1", "A", "img/good.jpg", "Itchy red patch.", "benign", "2", ("accept", []))
-    row("gray", "p2", "A", "img/gray.png", "note", "benign", "III", ("accept", ["image_converted:L"]))
-    row("rgba", "p3", "A", "img/rgba.png", "note", "malignant", "type IV", ("accept", ["image_converted:RGBA"]))
-    row("cmyk", "p4", "B", "img/cmyk.jpg", "note", "benign", "Fitzpatrick 5", ("accept", ["image_converted:CMYK"]))
-    row("deep", "p5", "B", "img/deep16.png", "note", "benign", "VI", ("accept", ["image_converted:I;16"]))
-    row("nonote", "p6", "B", "img/good0.png", "", "benign", "1", ("accept", ["empty_note"]))
-    row("fitz7", "p7", "B", "img/good1.png", "n", "benign", "7", ("accept", ["fitzpatrick_unparsed:7"]))
-    row("fitzblank", "p8", "B", "img/good2.png", "n", "benign", "", ("accept", ["fitzpatrick_unknown"]))
-    row("fitztext", "p9", "B", "img/good3.png", "n", "BENIGN ", "purple", ("accept", ["fitzpatrick_unparsed:purple"]))
-    row("missing", "p10", "A", "img/nope.jpg", "n", "benign", "2", ("reject", "image_missing"))
-    row("zero", "p11", "A", "img/empty.jpg", "n", "benign", "2", ("reject", "image_empty"))
-    row("corrupt", "p12", "A", "img/corrupt.jpg", "n", "benign", "2", ("reject", "image_unreadable"))
-    row("textfile", "p13", "A", "img/notes.jpg", "n", "benign", "2", ("reject", "image_unreadable"))
-    row("trunc", "p14", "A", "img/truncated.jpg", "n", "benign", "2", ("reject", "image_corrupt"))
-    row("bomb", "p15", "A", "img/bomb.png", "n", "benign", "2", ("reject", "image_too_many_pixels"))
-    row("dotdot", "p16", "A", "../secret.jpg", "n", "benign", "2", ("reject", "image_outside_root"))
-    row("abs", "p17", "A", str(outside), "n", "benign", "2", ("reject", "image_outside_root"))
-    row("symlink", "p18", "A", "img/link.jpg", "n", "benign", "2", ("reject", "image_outside_root"))
-    row("long", "p19", "A", "img/good.jpg", "x" * 100_000, "benign", "2", ("reject", "note_too_long"))
-    row("unknownlabel", "p20", "A", "img/good.jpg", "n", "unsure", "2", ("reject", "label_unknown"))
-    row("nolabel", "p21", "A", "img/good.jpg", "n", "", "2", ("reject", "label_missing"))
-    row("ok", "p22", "A", "img/good0.png", "n", "benign", "2", ("reject", "duplicate_case_id"))
-    row("twin1", "p23", "C", "img/good1.png", "n", "benign", "2", ("reject", "label_conflict"))
-    row("twin2", "p23", "C", "img/good1.png", "n", "malignant", "2", ("reject", "label_conflict"))
-    row("nopatient", "", "C", "img/good.jpg", "n", "benign", "2", ("reject", "patient_id_missing"))
-    row("noclinic", "p25", "", "img/good.jpg", "n", "benign", "2", ("reject", "clinic_missing"))
-    row("multiline", "p26", "C", "img/good2.png", 'Line one,\r\nline "two".', "malignant", "4", ("accept", []))
-    row("badutf8", "p27", "C", "img/good.jpg", "@@BAD@@", "benign", "2", ("reject", "note_invalid_utf8"))
-
-    def cell(v):
-        return '"' + v.replace('"', '""') + '"' if any(c in v for c in ',"\r\n') else v
-    lines = [",".join(HEADER)] + [",".join(cell(v) for v in fields) for fields, _ in R]
-    data = ("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8").replace(b"@@BAD@@", b"caf\xe9 \xff")
-    (root / "manifest.csv").write_bytes(data)
-    (root / "dataset.json").write_text(json.dumps({"classes": ["benign", "malignant"],
-                                                   "urgent_classes": ["malignant"], "heldout_clinic": "C"}))
-    return root / "manifest.csv", R
+    rows = build_rows(root)
+    write_manifest(root / "manifest.csv", rows)
+    (root / "dataset.json").write_text(json.dumps(CLASSES))
+    return root / "manifest.csv", rows
 
 
 def test_every_bad_input_is_rejected_or_kept_as_documented(messy, tmp_path):
     manifest, rows = messy
+    assert len({r.kind for r in rows}) >= 50
     with TriageStore(tmp_path / "t.duckdb") as store:
         result = ingest(store, "messy", manifest)
         cases = store.read_cases("messy").set_index("case_id")
         rejected = store.read_rejected("messy")
         info = store.read_dataset("messy")
     assert result.n_cases + result.n_rejected == len(rows)  # nothing dropped silently
-    for i, (fields, (outcome, what)) in enumerate(rows, start=1):
+    for i, r in enumerate(rows, start=1):
         got = rejected[rejected["source_row"] == i]
+        outcome, what = r.expect
         if outcome == "accept":
-            assert got.empty, (fields[0], got)
-            assert sorted(cases.loc[fields[0], "flags"]) == sorted(what), fields[0]
+            assert got.empty, (r.kind, got.to_dict("records"))
+            assert sorted(cases.loc[r.case_id, "flags"]) == sorted(what), r.kind
+            assert cases.loc[r.case_id, "note"] == r.fields[4].strip(), r.kind  # the good row, intact
+            assert cases.loc[r.case_id, "patient_id"] == r.fields[1], r.kind
         else:
-            assert got["reason"].tolist() == [what], (fields[0], got)
-            assert got["detail"].iloc[0]  # a sentence a person can read
-    assert result.n_cases == sum(1 for _, (o, _) in rows if o == "accept")
-    assert cases.loc["fitztext", "label"] == "benign"  # trailing space and case folded
-    assert cases.loc["multiline", "note"] == 'Line one,\r\nline "two".'
-    assert cases.loc["gray", "fitzpatrick"] == 3 and cases.loc["rgba", "fitzpatrick"] == 4
-    assert cases.loc["cmyk", "fitzpatrick"] == 5 and pd.isna(cases.loc["fitz7", "fitzpatrick"])
-    assert json.loads(cases.loc["ok", "extra"]) == {"age": 50}
+            assert got["reason"].tolist() == [what], (r.kind, got.to_dict("records"))
+            assert len(got["detail"].iloc[0]) > 10  # a sentence a person can read
+    assert result.n_cases == sum(1 for r in rows if r.expect[0] == "accept")
+    assert cases.loc["bi-labelspace", "label"] == "benign" and cases.loc["bi-labelcase", "label"] == "malignant"
+    assert cases.loc["bi-gray", "fitzpatrick"] == 3 and cases.loc["bi-rgba", "fitzpatrick"] == 4
+    assert cases.loc["bi-cmyk", "fitzpatrick"] == 5 and pd.isna(cases.loc["bi-fitznan", "fitzpatrick"])
+    assert json.loads(cases.loc["bi-ok", "extra"]) == {"age": 50}
+    assert json.loads(cases.loc["bi-agenan", "extra"]) == {"age": None}
+    assert json.loads(cases.loc["bi-ageinf", "extra"]) == {"age": None}
+    assert set(cases["clinic"]) == {"A", "B", "C"}  # the look-alike spellings made no new clinic
     assert list(info["classes"]) == ["benign", "malignant"] and info["heldout_clinic"] == "C"
-    for cid in ("gray", "rgba", "cmyk", "deep"):
-        arr = load_rgb(cases.loc[cid, "image_path"])
-        assert arr.shape == (24, 24, 3) and arr.dtype == np.uint8
-    deep = load_rgb(cases.loc["deep", "image_path"])
+    for cid in ("bi-gray", "bi-rgba", "bi-cmyk", "bi-deep", "bi-gif", "bi-anim", "bi-pixel"):
+        arr = load_rgb(cases.loc[cid, "image_path"], 32)
+        assert arr.shape == (32, 32, 3) and arr.dtype == np.uint8
+    deep = load_rgb(cases.loc["bi-deep", "image_path"])
     assert 0 < deep.max() <= 255 and deep.std() > 1  # scaled, not clipped to white
+    look = rejected[rejected.reason == "clinic_lookalike"]["detail"].tolist()
+    assert any("U+0410 CYRILLIC CAPITAL LETTER A" in d for d in look) and len(look) == 3 and all("looks like 'A'" in d for d in look)
+
+
+def test_inferred_classes_fold_case_and_refuse_look_alikes(messy, tmp_path):
+    manifest, rows = messy
+    (manifest.parent / "dataset.json").unlink()  # no declared classes: the labels define them
+    with TriageStore(tmp_path / "t.duckdb") as store:
+        result = ingest(store, "messy", manifest)
+        rejected = store.read_rejected("messy").set_index("case_id")
+    assert result.classes == ["benign", "malignant", "unsure"]  # not also "MALIGNANT" or a Cyrillic "benign"
+    assert rejected.loc["bi-labellook", "reason"] == "label_lookalike"
+
+
+def test_unusable_manifest_files_are_refused_with_a_reason(tmp_path, capsys):
+    files = unusable_files(tmp_path / "files")
+    assert len(files) >= 10
+    for kind, path, pattern in files:
+        db = tmp_path / f"{path.stem}.duckdb"
+        assert main(["ingest", "--db", str(db), "--dataset", "x", "--manifest", str(path)]) == 2, kind
+        err = capsys.readouterr().err
+        assert re.search(pattern, err) and "Traceback" not in err, (kind, err)
+        with TriageStore(db, read_only=True) as store:
+            assert store.list_datasets().empty, kind  # nothing written
+
+
+# Runs the data_store CLI and prints this process's peak resident memory (VmHWM, kB) last.
+_PEAK_RSS = """
+import runpy, sys
+sys.argv = ["data_store", *sys.argv[1:]]
+try:
+    runpy.run_module("data_store", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")))
+"""
+
+
+def test_a_one_gib_manifest_line_is_skipped_without_reading_it(synth_dir, tmp_path):
+    """The 1 GiB row is rejected as row_too_long; every other row is kept; the ingest never holds it in memory."""
+    good = pd.read_csv(synth_dir / "manifest.csv", dtype=str, keep_default_na=False).head(30)
+    good["image_path"] = [str(synth_dir / p) for p in good["image_path"]]
+    manifest = tmp_path / "huge.csv"
+    try:
+        with open(manifest, "w", newline="") as f:
+            good.head(10).to_csv(f, index=False)
+            f.write("huge,p,clinic_1,x.jpg,")
+            block = "z" * (1 << 20)
+            for _ in range(1024):
+                f.write(block)
+            f.write(",cat,2\n")
+            good.iloc[10:].to_csv(f, index=False, header=False)
+        assert manifest.stat().st_size > 1 << 30
+        args = ["ingest", "--db", str(tmp_path / "h.duckdb"), "--dataset", "h", "--manifest", str(manifest),
+                "--image-root", str(synth_dir)]
+        proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        manifest.unlink(missing_ok=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "accepted: 30" in proc.stdout and "row_too_long: 1" in proc.stdout
+    peak = int(proc.stdout.strip().splitlines()[-1].split()[1]) * 1024
+    assert peak < 600 * 2**20  # well under the line's 1 GiB: it is never held in memory
+    with TriageStore(tmp_path / "h.duckdb", read_only=True) as store:
+        assert store.read_rejected("h")[["source_row", "reason"]].values.tolist() == [[11, "row_too_long"]]
+        assert sorted(store.read_cases("h")["case_id"]) == sorted(good["case_id"])
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -225,28 +232,10 @@ def test_parquet_jsonl_and_mapping(tmp_path, synth_dir):
         assert store.read_dataset("pq")["classes"].tolist()[0] == "emergency"
 
 
-def test_unusable_file_or_column_exits_non_zero(tmp_path, capsys, synth_dir):
-    db = str(tmp_path / "x.duckdb")
-    assert main(["ingest", "--db", db, "--dataset", "x", "--manifest", str(tmp_path / "none.csv")]) == 2
-    assert "Manifest not found" in capsys.readouterr().err
-    bad = tmp_path / "bad.csv"
-    bad.write_text("case_id,image_path,note\n1,a.jpg,hi\n")
-    assert main(["ingest", "--db", db, "--dataset", "x", "--manifest", str(bad)]) == 2
-    err = capsys.readouterr().err
-    assert "lacks required column(s) ['patient_id', 'clinic', 'label']" in err
-    odd = tmp_path / "m.xlsx"
-    odd.write_text("x")
-    assert main(["ingest", "--db", db, "--dataset", "x", "--manifest", str(odd)]) == 2
-    assert "Unsupported manifest type" in capsys.readouterr().err
-    with pytest.raises(ManifestError, match="no data rows"):
-        (tmp_path / "empty.csv").write_text(",".join(HEADER[:-1]) + "\n")
-        with TriageStore(db) as store:
-            ingest(store, "x", tmp_path / "empty.csv")
-
-
 def test_cli_prints_counts_by_reason(messy, tmp_path, capsys):
     manifest, rows = messy
     assert main(["ingest", "--db", str(tmp_path / "c.duckdb"), "--dataset", "m", "--manifest", str(manifest)]) == 0
     out = capsys.readouterr().out
-    assert "accepted: 10" in out and f"rejected: {len(rows) - 10}" in out
-    assert "image_outside_root: 3" in out and "label_conflict: 2" in out
+    n_ok = sum(1 for r in rows if r.expect[0] == "accept")
+    assert f"accepted: {n_ok}" in out and f"rejected: {len(rows) - n_ok}" in out
+    assert "image_outside_root: 3" in out and "label_conflict: 2" in out and "clinic_lookalike: 3" in out
