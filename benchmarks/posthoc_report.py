@@ -15,18 +15,37 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import replace_block  # noqa: E402
-from benchmarks.fit_benchmark import heldout_table  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
+from trainer.metrics import macro_f1, per_class_recall  # noqa: E402
 
 ORDER = ["text_only", "image_only", "late_fusion", "cross_attention", "unified"]
 SPLITS = {"calib": "calib (training clinics, out of fold)", "val": "val (training clinics)",
           "test": "test (held-out clinic)"}
+
+
+def heldout_table(store: TriageStore, run_id: str) -> pd.DataFrame:
+    run = store.read_run(run_id)
+    classes = list(run["classes"])
+    preds = store.read_predictions(run_id)
+    rows = []
+    for model, df in preds[preds["split"] == "test"].groupby("model", sort=False):
+        y_true = df["y_true"].map(classes.index).to_numpy()
+        y_pred = df["y_pred"].map(classes.index).to_numpy()
+        recall = per_class_recall(y_true, y_pred, len(classes))
+        raw = [p if isinstance(p, (list, np.ndarray)) else q for p, q in zip(df["probs_uncal"], df["probs"])]
+        y_raw = np.stack(raw).argmax(1)
+        rows.append({"model": model, "n": len(df), "macro_f1": macro_f1(y_true, y_pred, len(classes)),
+                     "macro_f1_raw": macro_f1(y_true, y_raw, len(classes)),
+                     **{f"acc_{c}": r for c, r in zip(classes, recall)}})
+    order = ["text_only", "image_only", "late_fusion", "cross_attention", "unified"]
+    return pd.DataFrame(rows).set_index("model").reindex([m for m in order if m in {r["model"] for r in rows}])
 
 
 def read(db: str, run_id: str) -> dict:

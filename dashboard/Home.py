@@ -57,6 +57,13 @@ else:
 
 st.subheader("Runs")
 runs = queries.runs(path, version)
+unfinished = queries.unfinished_runs(path, version)
+if len(unfinished):
+    counts = unfinished["status"].value_counts()
+    st.caption("Not complete, so not shown on any page: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+               + " (running: still training; interrupted: the process ended before finishing; failed: see its error).")
+    with st.expander("Unfinished runs"):
+        st.dataframe(unfinished, hide_index=True, width="stretch")
 if runs.empty:
     st.info("No complete run yet. Train one with `./run.sh fit` or `python -m trainer fit --dataset NAME`.")
     st.stop()

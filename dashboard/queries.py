@@ -47,6 +47,14 @@ def runs(path: str, version: float | None) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False)
+def unfinished_runs(path: str, version: float | None) -> pd.DataFrame:
+    """Runs that are not complete: running, interrupted (their process died) or failed."""
+    with TriageStore(path, read_only=True) as store:
+        df = store.list_runs()
+    return df[df["status"] != "complete"][["run_id", "dataset", "status", "created_at", "error"]].reset_index(drop=True)
+
+
+@st.cache_data(show_spinner=False)
 def run_table(path: str, version: float | None, run_id: str, table: str, **where) -> pd.DataFrame:
     """One post-hoc table of a run (metrics, policies, conformal, ...), filtered by equality."""
     with TriageStore(path, read_only=True) as store:

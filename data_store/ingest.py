@@ -74,15 +74,38 @@ class Mapping:
 MAX_ROW_BYTES = 1 << 20  # 1 MiB: a row over this cannot be valid (a note is at most 10,000 characters)
 
 
-def _split_rows(path: Path, quoted: bool, header: bool, chunk: int = 1 << 16) -> tuple[bytes, list[int], list[int]]:
-    """Stream a CSV (``quoted``: a newline inside double quotes continues the row) or JSONL
-    file into rows without ever holding a row over MAX_ROW_BYTES in memory.
+def _inside_quotes(line: bytes, inside: bool, sep: bytes) -> bool:
+    """Whether a CSV row is still inside a quoted field after ``line`` (a physical line),
+    as pandas reads it: a quote opens a field only at its start, and "" inside is a quote."""
+    i, at_start = 0, not inside
+    while i < len(line):
+        if inside:
+            j = line.find(b'"', i)
+            if j < 0:
+                return True
+            if line[j + 1:j + 2] == b'"':
+                i = j + 2
+                continue
+            inside, at_start, i = False, False, j + 1
+        elif at_start and line[i:i + 1] == b'"':
+            inside, i = True, i + 1
+        else:
+            j = line.find(sep, i)
+            if j < 0:
+                return False
+            at_start, i = True, j + 1
+    return inside
+
+
+def _split_rows(path: Path, sep: bytes | None, header: bool) -> tuple[bytes, list[int], list[int]]:
+    """Stream a CSV (``sep``: its delimiter; a newline inside a quoted field continues the row)
+    or JSONL (``sep`` None) file into rows, never holding a row over MAX_ROW_BYTES in memory.
 
     Returns (the header and the kept rows as bytes, the 1-based number of each kept data row,
     the numbers of the rows left out for their size). Blank lines are not rows.
     """
     kept, numbers, oversized = [], [], []
-    parts, size, odd_quotes, n = [], 0, False, 0 if header else 1  # n: the next row's number; 0 is the header
+    parts, size, inside, n = [], 0, False, 0 if header else 1  # n: the next row's number; 0 is the header
 
     def close() -> None:
         nonlocal n
@@ -96,13 +119,14 @@ def _split_rows(path: Path, quoted: bool, header: bool, chunk: int = 1 << 16) ->
         n += 1
 
     with open(path, "rb") as f:
-        while piece := f.readline(chunk):
+        # Lines up to the limit come whole; a longer one comes in pieces and is dropped.
+        while piece := f.readline(MAX_ROW_BYTES + 1):
             size += len(piece)
             if size <= MAX_ROW_BYTES:
                 parts.append(piece)
-            if quoted and piece.count(b'"') % 2:
-                odd_quotes = not odd_quotes
-            if not piece.endswith(b"\n") or odd_quotes:
+            if sep is not None:
+                inside = _inside_quotes(piece, inside, sep)
+            if not piece.endswith(b"\n") or inside:
                 continue  # the row goes on
             close()
             parts, size = [], 0
@@ -123,7 +147,8 @@ def read_manifest(path: Path) -> tuple[pd.DataFrame, list[int]]:
     try:
         if suffix in (".csv", ".tsv", ".txt", ".jsonl", ".ndjson"):
             lines = suffix in (".jsonl", ".ndjson")
-            data, numbers, oversized = _split_rows(path, quoted=not lines, header=not lines)
+            sep = None if lines else b"\t" if suffix == ".tsv" else b","
+            data, numbers, oversized = _split_rows(path, sep, header=not lines)
             # Invalid UTF-8 bytes become U+FFFD so that row is rejected, not the whole file.
             text = data.decode("utf-8-sig", errors="replace")
             if lines:
@@ -255,7 +280,8 @@ def _lookalike_clinics(accepted: list[dict], rejected: list[dict]) -> list[dict]
         if canonical[clinic] == clinic:
             kept.append(row)
             continue
-        rejected.append({"source_row": row["source_row"], "case_id": row["case_id"].strip(), "reason": "clinic_lookalike",
+        rejected.append({"source_row": row["source_row"], "case_id": row["case_id"].strip(),
+                         "reason": "clinic_lookalike",
                          "detail": f"clinic {clinic!r} looks like {canonical[clinic]!r} ({counts[canonical[clinic]]:,} "
                                    f"rows) but is spelled differently ({difference(clinic, canonical[clinic])}); one "
                                    "clinic written two ways would be split in the audit. Correct the manifest."})
@@ -306,12 +332,13 @@ def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int 
         flags = [f for f in (fitz_flag, None if row["note"].strip() else "empty_note",
                              None if value.mode == "RGB" else f"image_converted:{value.mode}") if f]
         extra = {k: _json_value(v) for k, v in row.items() if k not in CORE and k != "source_row"}
-        cases.append({"source_row": row["source_row"], "case_id": row["case_id"].strip(), "patient_id": row["patient_id"].strip(),
-                      "clinic": row["clinic"].strip(), "image_path": str(value.path), "image_sha256": value.sha256,
+        cases.append({"source_row": row["source_row"], "case_id": row["case_id"].strip(),
+                      "patient_id": row["patient_id"].strip(), "clinic": row["clinic"].strip(),
+                      "image_path": str(value.path), "image_sha256": value.sha256,
                       "note": row["note"].strip(), "label": _resolve_label(row["label"], classes, mapping),
                       "fitzpatrick": fitz, "flags": flags, "extra": json.dumps(extra, sort_keys=True)})
-    cases_df = pd.DataFrame(cases, columns=["source_row", "case_id", "patient_id", "clinic", "image_path", "image_sha256",
-                                            "note", "label", "fitzpatrick", "flags", "extra"])
+    cases_df = pd.DataFrame(cases, columns=["source_row", "case_id", "patient_id", "clinic", "image_path",
+                                            "image_sha256", "note", "label", "fitzpatrick", "flags", "extra"])
     # One patient, one image, two labels: nobody can tell which is right, so keep neither.
     n_labels = cases_df.groupby(["patient_id", "image_sha256"])["label"].transform("nunique")
     conflict = cases_df[n_labels > 1]

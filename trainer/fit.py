@@ -29,6 +29,7 @@ from trainer.features import CacheStats, build_features
 from trainer.models import build_model
 from trainer.models.unified import tiny_clip_config
 from trainer.pretrain import clip_embeddings, cnn_image_tokens
+from trainer.stages import lap, reset_peak
 from trainer.train import Inputs, class_weights, predict_logits, train_classifier
 
 EVAL_SPLITS = ("val", "calib", "test")
@@ -134,6 +135,7 @@ def _train_and_store(db, run_id: str, cfg: FitConfig, info: dict, cases: pd.Data
     """Features, the models, post-hoc tables, then one transaction that completes the run."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    reset_peak()
     stats = CacheStats()
     feats, text_dim, folders = prepare_features(cases, split.to_numpy(), info["fingerprint"], cfg, classes,
                                                 stats, log, timings)
@@ -145,13 +147,15 @@ def _train_and_store(db, run_id: str, cfg: FitConfig, info: dict, cases: pd.Data
     predictions = predictions.join(per_case, on="case_id")
     t = time.perf_counter()
     posthoc = posthoc_tables(predictions, cases, classes, info["urgent_classes"], cfg, log)
-    timings["posthoc"] = time.perf_counter() - t
+    lap(timings, "posthoc", t)
     t = time.perf_counter()
     splits_df = pd.DataFrame({"case_id": split.index, "split": split.to_numpy()})
     with TriageStore(db) as store:
         store.finish_run(run_id, splits_df, predictions,
                          json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}), posthoc)
-    log(f"stored {len(predictions):,} predictions and the audit in {time.perf_counter() - t:.1f} s")
+    peaks = ", ".join(f"{k.removeprefix('peak_mb:')} {v:,.0f}" for k, v in timings.items() if k.startswith("peak_mb:"))
+    log(f"stored {len(predictions):,} predictions and the audit in {time.perf_counter() - t:.1f} s "
+        f"(peak memory by stage, MiB: {peaks})")
 
 
 def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: str, cfg: FitConfig,
@@ -169,7 +173,7 @@ def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: st
     image_encoder = None if cfg.image_encoder == "cnn" else OpenClipImageEncoder(
         cfg.image_encoder.removeprefix("open_clip:"))
     feats = build_features(cases, fingerprint, cfg, text_encoder, image_encoder, stats)
-    timings["features"] = time.perf_counter() - t
+    lap(timings, "features", t)
     log(f"features ready in {timings['features']:.1f} s (cache hits {stats.hits}, misses {stats.misses})")
     y, where = _targets(cases, classes, split_arr)
     folders = {}
@@ -177,14 +181,14 @@ def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: st
         t = time.perf_counter()
         feats.image_tokens, folders["image_encoder"] = cnn_image_tokens(feats, y, where, fingerprint, split_arr, cfg,
                                                                         len(classes), stats, log)
-        timings["encoder:cnn"] = time.perf_counter() - t
+        lap(timings, "encoder:cnn", t)
     if "unified" in cfg.models:
         t = time.perf_counter()
         feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
         feats.clip_img, feats.clip_txt, clip_dir = clip_embeddings(feats, y, where, fingerprint, split_arr, cfg,
                                                                    clip_spec(cfg, len(classes)), stats, log)
         folders["unified_clip"] = clip_dir / "open_clip"
-        timings["encoder:clip"] = time.perf_counter() - t
+        lap(timings, "encoder:clip", t)
     return feats, text_encoder.dim, folders
 
 
@@ -231,7 +235,7 @@ def train_all(cfg: FitConfig, classes: list[str], cases: pd.DataFrame, split: pd
             model, history = train_classifier(model, inputs, y, where["train"], where["val"], cfg, cfg.epochs, name)
             logits[name] = predict_logits(model, inputs, eval_idx)
         save_checkpoint(artifacts / name, model, spec, history)
-        timings[f"train:{name}"] = time.perf_counter() - t
+        lap(timings, f"train:{name}", t)
         log(f"{name}: trained in {timings[f'train:{name}']:.1f} s; last epoch {history[-1] if history else {}}")
 
     rows = []

@@ -67,8 +67,8 @@ right.markdown("**Referring note** (shown as text)")
 right.text(case["note"] or "(no note)")
 right.altair_chart(charts.probabilities(pd.DataFrame({"class": list(run["classes"]),
                                                       "probability": np.asarray(row["probs"])})), width="stretch")
-right.write(f"True: **{ui.plain(row['y_true'])}** - predicted: **{ui.plain(row['y_pred'])}** - deferral score **{row['defer_score']:.3f}**"
-            f" ({'deferred' if row['deferred'] else 'not deferred'})")
+right.write(f"True: **{ui.plain(row['y_true'])}** - predicted: **{ui.plain(row['y_pred'])}** - "
+           f"deferral score **{row['defer_score']:.3f}** ({'deferred' if row['deferred'] else 'not deferred'})")
 
 st.subheader("What drove the prediction")
 attr = queries.attributions(path, version, run.run_id, model, case_id)
