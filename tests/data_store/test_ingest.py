@@ -213,6 +213,34 @@ ingest(store, "d", Path({str(_small_manifest(synth_dir, tmp_path))!r}), image_ro
         assert len(store.read_cases("d")) == n_before and store.dataset_fingerprint("d") == fingerprint
 
 
+def test_sigkill_while_checking_images_then_the_next_ingest_works(synth_dir, tmp_path):
+    db, small = tmp_path / "v.duckdb", _small_manifest(synth_dir, tmp_path)
+    with TriageStore(db) as store:
+        ingest(store, "d", synth_dir / "manifest.csv")
+        n_before = len(store.read_cases("d"))
+    script = """
+import os, signal, sys
+import data_store.ingest as ingest
+from data_store.__main__ import main
+calls, check = [], ingest._image_check
+def dying(raw, root):
+    calls.append(raw)
+    if len(calls) == 10:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return check(raw, root)
+ingest._image_check = dying
+sys.exit(main(sys.argv[1:]))
+"""
+    args = ["ingest", "--db", str(db), "--dataset", "small", "--manifest", str(small), "--image-root", str(synth_dir)]
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with TriageStore(db, read_only=True) as store:
+        assert len(store.read_cases("d")) == n_before and "small" not in set(store.list_datasets()["dataset"])
+    assert main(args) == 0  # the next command works
+    with TriageStore(db, read_only=True) as store:
+        assert len(store.read_cases("small")) == 50
+
+
 def test_parquet_jsonl_and_mapping(tmp_path, synth_dir):
     m = pd.read_csv(synth_dir / "manifest.csv", keep_default_na=False).head(40)
     m = m.rename(columns={"note": "referral_text", "label": "dx", "fitzpatrick": "skin_type"})
