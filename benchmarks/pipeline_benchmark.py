@@ -106,9 +106,10 @@ def write_docs(result: dict, args) -> None:
     cold = sum(steps[k]["seconds"] for k in steps if k != "fit (warm cache)")
     command = f"python benchmarks/pipeline_benchmark.py --n {args.n}"
     text = (f"## The whole default pipeline, stage by stage\n\nMachine: {result['machine']}.\nCommand: `{command}` "
-            "(one run of each step, not a median: the whole takes tens of minutes). Each step is its own process, as `./run.sh` runs them "
-            "on a fresh machine after the install; peak memory is the step's peak resident set (for `synth`, "
-            "the larger of the main process and its rendering workers). Simulated data: not clinical evidence.\n\n"
+            "(one run of each step, not a median: the whole takes tens of minutes). Each step is its own "
+            "process, as `./run.sh` runs them on a fresh machine after the install; peak memory is the step's "
+            "peak resident set (for `synth`, the larger of the main process and its rendering workers). "
+            "Simulated data: not clinical evidence.\n\n"
             f"{table.to_markdown(index=False)}\n\nFrom nothing to a served dashboard (every step but the warm fit): "
             f"{cold / 60:.1f} min.\n")
     replace_block(ROOT / "docs" / "BENCHMARKS.md", "pipeline", text)

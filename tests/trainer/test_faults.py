@@ -201,9 +201,12 @@ def test_full_disk_gives_a_clear_message_and_keeps_the_store(small_fs, synth_dir
         assert store.list_datasets().empty
 
 
-def test_read_only_store_gives_a_clear_message_and_still_serves_reads(small_fs, synth_store):
+def test_read_only_store_gives_a_clear_message_and_still_serves_reads(small_fs, synth_dir):
+    from data_store.ingest import ingest
+
     db = small_fs / "triage.duckdb"
-    shutil.copy(synth_store, db)
+    with TriageStore(db) as store:
+        ingest(store, "dermsynth", synth_dir / "manifest.csv")
     subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
     with pytest.raises(StoreError, match="read-only.*dashboard and reports only need to read"):
         TriageStore(db)
