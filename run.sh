@@ -56,7 +56,7 @@ synth() {
 
 ingest() { "$PY" -m data_store ingest --db "$DB" --dataset "$DATASET" --manifest "$DATA_DIR/manifest.csv"; }
 
-# The newest complete run of $DATASET and whether it has attributions ("" when none).
+# The newest complete run of $DATASET and whether every model of it has attributions ("" when none).
 newest_run() {
   "$PY" -c "import sys; from data_store.store import TriageStore
 with TriageStore(sys.argv[1], read_only=True) as s:
@@ -64,8 +64,9 @@ with TriageStore(sys.argv[1], read_only=True) as s:
     runs = runs[(runs.dataset == sys.argv[2]) & (runs.status == 'complete')]
     if len(runs):
         run = runs.run_id.iloc[0]
-        try:
-            done = len(s.read_attributions(run)) > 0
+        try:  # explained once every model has attributions (explain writes one model at a time)
+            models = set(s.read_table('calibrators', run)['model'])
+            done = bool(models) and models <= set(s.read_attributions(run)['model'])
         except Exception:  # a store from before attributions existed
             done = False
         print(run, 'explained' if done else 'unexplained')" "$DB" "$DATASET" 2>/dev/null || true
