@@ -33,6 +33,7 @@ from data_store.store import TriageStore  # noqa: E402
 # Runs ``python -m <module> <args>`` in this process, then writes its peak memory to $PEAK_FILE.
 _WRAP = """
 import json, os, resource, runpy, sys
+from trainer.stages import peak_rss_mb
 module = sys.argv[1]
 sys.argv = [module, *sys.argv[2:]]
 code = 0
@@ -40,9 +41,8 @@ try:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 except SystemExit as exc:
     code = exc.code or 0
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-json.dump({"peak_mb": hwm / 1024, "children_peak_mb": kids / 1024}, open(os.environ["PEAK_FILE"], "w"))
+json.dump({"peak_mb": peak_rss_mb(), "children_peak_mb": kids / 1024}, open(os.environ["PEAK_FILE"], "w"))
 sys.exit(code)
 """
 

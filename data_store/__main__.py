@@ -97,14 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except (ValueError, RuntimeError, OSError) as exc:  # user-facing errors: no traceback
-        from data_store.store import cli_message
+    from data_store.store import run_command
 
-        print(f"error: {cli_message(exc)}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

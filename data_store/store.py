@@ -6,6 +6,7 @@ group by) are checked against a fixed allow-list first.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import contextmanager
 from importlib import resources
@@ -61,6 +62,15 @@ def cli_message(exc: BaseException) -> str:
     text = str(exc)
     hint = None if isinstance(exc, StoreError) else _hint(text)
     return text + (f" ({hint}.)" if hint else "")
+
+
+def run_command(func, args) -> int:
+    """Run one CLI command: a user-facing error prints one line, no traceback, and returns 2."""
+    try:
+        return func(args)
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"error: {cli_message(exc)}", file=sys.stderr)
+        return 2
 
 
 class TriageStore:
