@@ -28,10 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import machine, replace_block  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
-from trainer import metrics as M  # noqa: E402
-from trainer.audit import CaseOutcomes, audit_rows, bootstrap_slices, patient_weights  # noqa: E402
-from trainer.calibrate import case_frame  # noqa: E402
-from trainer.posthoc import slice_families  # noqa: E402
+from trainer.evaluation import metrics as M  # noqa: E402
+from trainer.evaluation.audit import CaseOutcomes, audit_rows, bootstrap_slices, patient_weights  # noqa: E402
+from trainer.posthoc.audit_tables import case_frame, slice_families  # noqa: E402
 
 N_BOOT = 1000
 
@@ -131,7 +130,7 @@ def main() -> None:
             f"{groups} groups in {len(families)} slice families per model); {N_BOOT:,} resamples everywhere. "
             f"Simulated data: not clinical evidence.\n\n"
             f"| work | method | median s | runs s |\n|:--|:--|--:|:--|\n"
-            f"| all slices, {len(models)} models | ours (`trainer.audit`): {n_metrics} metrics per group with 95% "
+            f"| all slices, {len(models)} models | ours (`trainer.evaluation.audit`): {n_metrics} metrics per group with 95% "
             f"intervals, "
             f"patients resampled, gaps to the best group | {med(ours_all):.2f} | {runs(ours_all, '.2f')} |\n"
             f"| skin-tone groups, {pair[0][0]} | ours, as above | {med(ours_one):.3f} | {runs(ours_one, '.3f')} |\n"

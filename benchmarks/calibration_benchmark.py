@@ -3,7 +3,7 @@
     python benchmarks/calibration_benchmark.py --db data/triage.duckdb --run RUN [--repeats 5]
 
 For each model of the run: fit on the calib split's uncalibrated probabilities (ours,
-``trainer.calibration.TemperatureScaler``, takes their logs as logits; netcal 1.4's
+``trainer.uncertainty.calibration.TemperatureScaler``, takes their logs as logits; netcal 1.4's
 ``TemperatureScaling`` with its defaults takes the probabilities), then score the test
 split (the held-out clinic). Reports the median fitting time over ``--repeats`` and the
 test NLL of each, with the NLL before calibration. Writes benchmarks/results/calibration.json
@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import machine, replace_block  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
-from trainer.calibration import TemperatureScaler, log_probs  # noqa: E402
-from trainer.metrics import nll  # noqa: E402
+from trainer.uncertainty.calibration import TemperatureScaler, log_probs  # noqa: E402
+from trainer.evaluation.metrics import nll  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -80,7 +80,7 @@ def main() -> None:
     text = (f"## Temperature scaling against netcal\n\nMachine: {machine()}.\n"
             f"Command: `python benchmarks/calibration_benchmark.py --run {args.run} --repeats {args.repeats}`. "
             "Both fitted on the calib split's uncalibrated probabilities of each model, both scored on the test split "
-            "(the held-out clinic): NLL by `trainer.metrics.nll` (checked against scikit-learn in the tests); "
+            "(the held-out clinic): NLL by `trainer.evaluation.metrics.nll` (checked against scikit-learn in the tests); "
             f"fitting time the median of {args.repeats}. Ours: `TemperatureScaler` (one bounded scalar search on the "
             "log temperature); netcal 1.4 `TemperatureScaling()` with its defaults (the `temperature` it reports "
             "multiplies the logits: it is the inverse of ours, so the two columns agreeing as T and 1/T is a check "

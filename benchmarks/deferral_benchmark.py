@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import machine, replace_block  # noqa: E402
 from data_store.store import _POSTHOC_TABLES, TriageStore  # noqa: E402
-from trainer.operating_point import fitzpatrick_groups, from_predictions  # noqa: E402
+from data_store.fitzpatrick import fitzpatrick_group  # noqa: E402
+from trainer.uncertainty.operating_points import from_predictions  # noqa: E402
 
 CLASSES = ["emergency", "urgent_cancer", "routine_referral", "primary_care"]
 
@@ -108,7 +109,7 @@ def measure(db: Path, run_id: str, moves: int, pandas_moves: int) -> dict:
     frame = pd.DataFrame({"defer_score": preds["defer_score"].to_numpy(),
                           "correct": (preds["y_pred"] == preds["y_true"]).to_numpy(),
                           "urgent_true": preds["y_true"].isin(urgent).to_numpy(),
-                          "fitzpatrick_group": fitzpatrick_groups(preds["fitzpatrick"]),
+                          "fitzpatrick_group": fitzpatrick_group(preds["fitzpatrick"]),
                           "clinic": preds["clinic"].astype(str).to_numpy()})
     frame["missable"] = frame["urgent_true"] & ~preds["y_pred"].isin(urgent).to_numpy()
     # Same numbers from both, or the comparison means nothing.
@@ -151,7 +152,7 @@ def main() -> None:
             f"--pandas-moves {args.pandas_moves} --sizes {args.sizes}`. "
             f"A move recomputes every number of the page: deferral rate, coverage, accuracy when not deferred, "
             f"missed-urgent rate and reviews, overall and for each skin-tone group and clinic. Ours: "
-            f"`trainer.operating_point.OperatingPoints.at` (sorted once when a model is picked, cached by the page; "
+            f"`trainer.uncertainty.operating_points.OperatingPoints.at` (sorted once when a model is picked, cached by the page; "
             f"then one binary search per group). Peer: the same table in plain pandas on every move (mask, "
             f"group-by, sums); both give identical tables, checked at four thresholds in the same run. Medians over "
             f"{args.moves} random thresholds (ours) and {args.pandas_moves} (pandas). Targets: a move under 100 ms "

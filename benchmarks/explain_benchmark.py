@@ -33,7 +33,7 @@ def worker(db: str, run_id: str, model: str, case_ids: list[str]) -> None:
     start = time.perf_counter()
     import torch
 
-    from trainer.attributions import _explain_one
+    from trainer.commands.explain import _explain_one
 
     torch.set_num_threads(2)
     with TriageStore(db, read_only=True) as store:
@@ -49,7 +49,7 @@ def worker(db: str, run_id: str, model: str, case_ids: list[str]) -> None:
 
 def render_example(db: str, run_id: str, model: str) -> str:
     """Draw the report's attribution example into docs/; returns its case id."""
-    from trainer.report import example_figure
+    from trainer.commands.report import example_figure
 
     fig, case_id = example_figure(db, run_id, model)
     if fig is None:

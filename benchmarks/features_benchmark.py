@@ -7,9 +7,9 @@ On the first ``--n`` cases of a stored dataset, with the default text encoder
 
 - bare: the tokenizer and ``model(**batch)`` in batches of 128, manifest order, outputs dropped;
 - bare, length-sorted: the same on the notes sorted by length, the batches ours runs;
-- ours, text: ``trainer.features.cached_arrays`` on an empty cache around ``TextEncoder.encode``
+- ours, text: ``trainer.encoders.cache.cached_arrays`` on an empty cache around ``TextEncoder.encode``
   (batches sorted by length, float16 token features and masks, the safetensors file written);
-- ours, all inputs: ``trainer.features.build_features`` on an empty cache (photos decoded and
+- ours, all inputs: ``trainer.encoders.cache.build_features`` on an empty cache (photos decoded and
   resized too), for context.
 
 Overhead ratio = ours / bare length-sorted: what our code adds to the encoder's own work
@@ -37,8 +37,8 @@ import torch  # noqa: E402
 from benchmarks._doc import machine, replace_block  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
 from trainer.config import FitConfig  # noqa: E402
-from trainer.encoders import TextEncoder  # noqa: E402
-from trainer.features import CacheStats, build_features, cached_arrays  # noqa: E402
+from trainer.encoders.text import TextEncoder  # noqa: E402
+from trainer.encoders.cache import CacheStats, build_features, cached_arrays  # noqa: E402
 
 
 def bare(encoder: TextEncoder, notes: list[str], batch_size: int = 128) -> None:

@@ -33,7 +33,7 @@ from data_store.store import TriageStore  # noqa: E402
 # Runs ``python -m <module> <args>`` in this process, then writes its peak memory to $PEAK_FILE.
 _WRAP = """
 import json, os, resource, runpy, sys
-from trainer.stages import peak_rss_mb
+from trainer.timings import peak_rss_mb
 module = sys.argv[1]
 sys.argv = [module, *sys.argv[2:]]
 code = 0

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import replace_block  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
-from trainer.metrics import macro_f1, per_class_recall  # noqa: E402
+from trainer.evaluation.metrics import macro_f1, per_class_recall  # noqa: E402
 
 ORDER = ["text_only", "image_only", "late_fusion", "cross_attention", "unified"]
 SPLITS = {"calib": "calib (training clinics, out of fold)", "val": "val (training clinics)",

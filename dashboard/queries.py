@@ -87,7 +87,7 @@ def attributions(path: str, version: float | None, run_id: str, model: str, case
 
 def explain_now(path: str, run_id: str, model: str, case_id: str) -> pd.DataFrame:
     """Compute a case's attributions on demand (imports torch only now) and store them."""
-    from trainer.attributions import explain_case
+    from trainer.commands.explain import explain_case
 
     return explain_case(path, run_id, model, case_id)
 

@@ -209,7 +209,7 @@ class TriageStore:
                    posthoc: dict[str, pd.DataFrame]) -> None:
         """Write splits, predictions and the post-hoc tables and mark the run complete, in one
         transaction. ``predictions`` has probs_uncal and the per-case signals; ``posthoc`` is
-        trainer.calibrate.posthoc_tables (its "predictions" fills probs, y_pred, defer_score)."""
+        trainer.posthoc.posthoc_tables (its "predictions" fills probs, y_pred, defer_score)."""
         con = self.con
         with self.transaction():
             con.execute("DELETE FROM splits WHERE run_id = ?", [run_id])

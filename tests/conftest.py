@@ -9,7 +9,7 @@ from data_store.ingest import ingest
 from data_store.store import TriageStore
 from data_store.synth.generate import SynthConfig, generate
 from trainer.config import load_config
-from trainer.fit import fit
+from trainer.commands.fit import fit
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from data_store.ingest import ingest
 from data_store.store import TriageStore
 from tests.bad_inputs.corpus import HEADER, build_rows, write_manifest
 from trainer.config import load_config
-from trainer.fit import fit
+from trainer.commands.fit import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["Home.py"] + sorted(f"pages/{p.name}" for p in (ROOT / "dashboard" / "pages").glob("*.py"))

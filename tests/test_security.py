@@ -65,7 +65,7 @@ def _malicious(path: Path, marker: Path) -> None:
 
 
 def test_a_malicious_open_clip_checkpoint_is_refused_without_running(tmp_path):
-    from trainer.encoders import OpenClipImageEncoder
+    from trainer.encoders.image import OpenClipImageEncoder
     from trainer.models.unified import tiny_clip_config
 
     folder, marker = tmp_path / "tower", tmp_path / "pwned"
@@ -81,7 +81,7 @@ def test_a_malicious_open_clip_checkpoint_is_refused_without_running(tmp_path):
 def test_a_malicious_text_encoder_is_refused_without_running(tmp_path):
     from transformers import BertConfig
 
-    from trainer.encoders import TextEncoder, resolve_text_encoder
+    from trainer.encoders.text import TextEncoder, resolve_text_encoder
 
     folder, marker = tmp_path / "bert", tmp_path / "pwned"
     folder.mkdir()
@@ -97,7 +97,7 @@ def test_a_malicious_text_encoder_is_refused_without_running(tmp_path):
 
 
 def test_our_checkpoints_are_safetensors_and_reload(tmp_path):
-    from trainer.checkpoints import load_checkpoint, save_checkpoint
+    from trainer.models.checkpoints import load_checkpoint, save_checkpoint
     from trainer.models import build_model
 
     spec = {"name": "text_only", "n_classes": 3, "text_dim": 8, "hidden": 16, "image_encoder": "cnn",
@@ -131,7 +131,7 @@ def test_plain_escapes_every_markdown_construct(text, shown):
 def test_exports_carry_case_ids_never_notes_paths_or_patients(quick_run, synth_store, tmp_path):
     """Everything the report writes: handoff.md is the PDF's content (one document, two renderings),
     and slices/ holds the tables the dashboard offers for download."""
-    from trainer.report import write_report
+    from trainer.commands.report import write_report
 
     write_report(synth_store, quick_run["run_id"], tmp_path / "out")
     cases = quick_run["cases"]

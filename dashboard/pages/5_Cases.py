@@ -14,8 +14,8 @@ import streamlit as st  # noqa: E402
 from dashboard import charts, queries, ui  # noqa: E402
 from data_store.images import load_rgb  # noqa: E402
 from trainer.attributions import decode_heatmap  # noqa: E402
-from trainer.figures import case_figure  # noqa: E402
-from trainer.operating_point import fitzpatrick_groups  # noqa: E402
+from trainer.explain.figures import case_figure  # noqa: E402
+from trainer.uncertainty.operating_points import fitzpatrick_groups  # noqa: E402
 
 st.set_page_config(page_title="Cases", layout="wide")
 st.title("Cases")

@@ -42,7 +42,7 @@ if st.button("Build handoff.pdf and handoff.md", key="handoff.build"):
     import tempfile
     from pathlib import Path as _Path
 
-    from trainer.report import write_report
+    from trainer.commands.report import write_report
 
     with st.spinner("Writing the document..."):
         out = _Path(tempfile.mkdtemp(prefix="handoff-"))

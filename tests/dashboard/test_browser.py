@@ -158,7 +158,7 @@ def hostile_run(synth_dir, tmp_path_factory):
 
     from data_store.ingest import ingest
     from trainer.config import load_config
-    from trainer.fit import fit
+    from trainer.commands.fit import fit
 
     folder = tmp_path_factory.mktemp("hostile")
     info = json.loads((synth_dir / "dataset.json").read_text())

@@ -74,9 +74,9 @@ def test_deferral_page_saves_a_named_policy(env):
     with TriageStore(env["store"], read_only=True) as store:
         saved = store.read_table("policies", env["run_id"], policy="meeting 2026-11-28")
     assert set(saved["split"]) == {"val", "calib", "test"} and np.allclose(saved["threshold"], 0.4)
-    from trainer.calibrate import calibrate
+    from trainer.commands.posthoc import posthoc
 
-    calibrate(env["store"], env["run_id"], log=lambda m: None)  # a re-calibration keeps what the team saved
+    posthoc(env["store"], env["run_id"], log=lambda m: None)  # a re-fit keeps what the team saved
     with TriageStore(env["store"], read_only=True) as store:
         assert len(store.read_table("policies", env["run_id"], policy="meeting 2026-11-28")) == len(saved)
 

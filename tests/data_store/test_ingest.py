@@ -96,7 +96,7 @@ def test_unusable_manifest_files_are_refused_with_a_reason(tmp_path, capsys):
 # Runs the data_store CLI and prints this process's peak resident memory (MiB) last.
 _PEAK_RSS = """
 import runpy, sys
-from trainer.stages import peak_rss_mb
+from trainer.timings import peak_rss_mb
 sys.argv = ["data_store", *sys.argv[1:]]
 try:
     runpy.run_module("data_store", run_name="__main__", alter_sys=True)

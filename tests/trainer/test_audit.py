@@ -6,7 +6,8 @@ import torch
 from sklearn import metrics as skm
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from trainer.audit import CaseOutcomes, audit_rows, bootstrap_slices, fitzpatrick_group, patient_weights
+from data_store.fitzpatrick import fitzpatrick_group
+from trainer.evaluation.audit import CaseOutcomes, audit_rows, bootstrap_slices, patient_weights
 
 URGENT = np.array([True, True, False, False])
 

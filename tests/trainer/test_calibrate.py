@@ -12,7 +12,7 @@ from torchmetrics.functional.classification import binary_calibration_error, mul
 
 from data_store.store import TriageStore
 from trainer.__main__ import main
-from trainer.calibrate import posthoc_tables
+from trainer.posthoc import posthoc_tables
 from trainer.config import MODEL_NAMES
 
 ISSUE_METRICS = {"accuracy", "macro_f1", "category_accuracy", "balanced_accuracy", "ece", "adaptive_ece",

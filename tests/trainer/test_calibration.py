@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from trainer import metrics as M
-from trainer.calibration import (IsotonicCalibrator, TemperatureScaler, VectorScaler, log_probs, out_of_fold,
+from trainer.evaluation import metrics as M
+from trainer.uncertainty.calibration import (IsotonicCalibrator, TemperatureScaler, VectorScaler, log_probs, out_of_fold,
                                  select_calibrator)
 
 

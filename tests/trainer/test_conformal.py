@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from trainer.conformal import SplitConformal, class_scores, conformal_quantile
+from trainer.uncertainty.conformal import SplitConformal, class_scores, conformal_quantile
 
 
 def _data(seed: int, n: int, groups_hard: bool = True):

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from trainer import metrics as M
-from trainer.deferral import (SIGNALS, DeferralScorer, GroupAccuracy, ReviewBudget, TargetAccuracy,
-                              UrgentSensitivity, deferral_signals, doubtful_rule_out)
+from trainer.evaluation import metrics as M
+from trainer.uncertainty.deferral import SIGNALS, DeferralScorer, deferral_signals, doubtful_rule_out
+from trainer.uncertainty.policies import GroupAccuracy, ReviewBudget, TargetAccuracy, UrgentSensitivity
 
 URGENT = np.array([True, True, False, False])
 
@@ -102,7 +102,7 @@ def test_group_thresholds_equalise_accepted_accuracy_at_a_cost_in_reviews():
 
 
 def test_operating_points_match_a_direct_count_at_every_threshold():
-    from trainer.operating_point import OperatingPoints
+    from trainer.uncertainty.operating_points import OperatingPoints
 
     rng = np.random.default_rng(7)
     n = 3000

@@ -9,10 +9,12 @@ from torch import nn
 from data_store.images import load_rgb
 from data_store.store import TriageStore
 from trainer.__main__ import main
-from trainer.attributions import decode_heatmap, explain_case
+from trainer.commands.explain import explain_case
+from trainer.explain.records import decode_heatmap
 from trainer.config import MODEL_NAMES
-from trainer.encoders import SmallCNN, TextEncoder
-from trainer.explain import CasePipeline, explain, load_pipeline, note_words
+from trainer.encoders.image import SmallCNN
+from trainer.encoders.text import TextEncoder
+from trainer.explain.attribution import CasePipeline, explain, load_pipeline, note_words
 from trainer.models.baselines import ImageOnly, TextOnly
 
 
@@ -155,7 +157,7 @@ def test_cli_stores_attributions_and_on_demand_reuses_them(quick_run, synth_stor
 
 
 def test_overlay_tints_where_the_heatmap_is_strong_and_notes_render_as_pixels():
-    from trainer.figures import case_figure, note_image, overlay_heatmap
+    from trainer.explain.figures import case_figure, note_image, overlay_heatmap
 
     photo = np.full((32, 32, 3), 128, np.uint8)
     heat = np.zeros((16, 16))

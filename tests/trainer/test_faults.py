@@ -107,7 +107,7 @@ def _report_cmd(db: Path, run_id: str, out: Path) -> list[str]:
 _DIE_IN_REPORT = """
 import os, signal, sys
 from pathlib import Path
-import trainer.report as report
+import trainer.commands.report as report
 from trainer.__main__ import main
 step = sys.argv.pop(1)
 original = getattr(report, step)

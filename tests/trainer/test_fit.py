@@ -10,13 +10,13 @@ import torch.nn.functional as F
 
 from data_store.store import TriageStore
 from trainer.__main__ import main
-from trainer.checkpoints import export_open_clip, load_checkpoint
+from trainer.models.checkpoints import export_open_clip, load_checkpoint
 from trainer.config import MODEL_NAMES, load_config
-from trainer.encoders import OpenClipImageEncoder, SmallCNN
-from trainer.fit import features_for_run, fit
+from trainer.encoders.image import OpenClipImageEncoder, SmallCNN
+from trainer.commands.fit import features_for_run, fit
 from trainer.models import build_model
 from trainer.models.unified import ClipEncoder, tiny_clip_config
-from trainer.train import Inputs
+from trainer.models.train import Inputs
 
 
 def test_run_is_complete_with_all_five_models(quick_run):
@@ -190,7 +190,7 @@ def test_fit_with_an_open_clip_image_tower(synth_store, tmp_path):
 
 
 def test_no_declared_heldout_clinic_is_refused_with_the_clinics_listed(quick_run):
-    from trainer.fit import FitError, resolve_heldout
+    from trainer.commands.fit import FitError, resolve_heldout
 
     with pytest.raises(FitError, match="declares no held-out clinic; pass --heldout-clinic with one of: clinic_1"):
         resolve_heldout({"dataset": "mine", "heldout_clinic": None}, quick_run["cases"], None)

@@ -1,4 +1,4 @@
-"""trainer.metrics against scikit-learn, torchmetrics and netcal on random inputs."""
+"""trainer.evaluation.metrics against scikit-learn, torchmetrics and netcal on random inputs."""
 import numpy as np
 import pytest
 import torch
@@ -6,7 +6,7 @@ from netcal.metrics import ECE
 from sklearn import metrics as skm
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
-from trainer import metrics as M
+from trainer.evaluation import metrics as M
 
 
 def _random(seed: int, n: int = 500, k: int = 4, sharp: float = 1.0):

@@ -8,8 +8,9 @@ import pytest
 
 from data_store.store import TriageStore
 from trainer.__main__ import main
-from trainer.report import content
+from trainer.commands.report import read_inputs
 from trainer.report.content import build
+from trainer.report.document import Paragraph
 
 SECTIONS = ("Intended use", "Data and provenance", "Performance on the held-out clinic", "When the model is reliable",
             "Where deferral fires", "Known biases by skin tone", "Calibration under the new clinic, and monitoring",
@@ -82,22 +83,16 @@ def test_small_groups_are_called_too_small_and_no_gap_is_claimed_without_evidenc
     assert "the data do not show a gap" in md
 
 
-def test_a_flagged_gap_is_stated_with_its_interval(quick_run, synth_store, monkeypatch):
-    real = content._read
-
-    def with_gap(db, run_id):
-        d = real(db, run_id)
-        m = d["metrics"].copy()
-        row = (m.model == "image_only") & (m.split == "test") & (m.slice == "fitzpatrick_group") & \
-              (m.metric == "accuracy") & (m.slice_value == "V-VI")
-        m.loc[row, ["gap", "gap_low", "gap_high", "gap_reference", "flagged", "too_small", "n"]] = \
-            [-0.2, -0.3, -0.1, "I-II", True, False, 300]
-        return {**d, "metrics": m}
-
-    monkeypatch.setattr(content, "_read", with_gap)
-    doc = build(synth_store, quick_run["run_id"])
+def test_a_flagged_gap_is_stated_with_its_interval(quick_run, synth_store):
+    d = read_inputs(synth_store, quick_run["run_id"])
+    m = d["metrics"].copy()
+    row = (m.model == "image_only") & (m.split == "test") & (m.slice == "fitzpatrick_group") & \
+          (m.metric == "accuracy") & (m.slice_value == "V-VI")
+    m.loc[row, ["gap", "gap_low", "gap_high", "gap_reference", "flagged", "too_small", "n"]] = \
+        [-0.2, -0.3, -0.1, "I-II", True, False, 300]
+    doc = build({**d, "metrics": m})
     bias = next(s for s in doc.sections if s.title == "Known biases by skin tone")
-    text = " ".join(b[1] for b in bias.blocks if b[0] == "p")
+    text = " ".join(b.text for b in bias.blocks if isinstance(b, Paragraph))
     assert "image_only: accuracy of V-VI is lower than I-II by 0.200 (0.100 to 0.300)" in text
     assert "unlikely to be chance" in text
 

@@ -1,43 +1,15 @@
 """The clinical handoff document's content, generated from the store: every number is read
 from it and every statement that depends on a result is chosen by that result.
 
-``build(db, run_id, policy)`` returns a ``Document``: sections of paragraphs, tables and
-figures, which ``render.py`` writes as Markdown and as an A4 PDF.
+``build(inputs, policy)`` returns a ``Document`` (``document.py``) from the run's tables as
+``trainer.commands.report.read_inputs`` reads them; ``render.py`` writes it.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-
 import pandas as pd
 
-from data_store.store import TriageStore
-
-FUSION = ("late_fusion", "cross_attention", "unified")
-BASELINES = ("text_only", "image_only")
-
-
-@dataclass
-class Section:
-    title: str
-    blocks: list = field(default_factory=list)  # ("p", text) | ("table", DataFrame, caption) | ("figure", key, caption)
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, df: pd.DataFrame, caption: str) -> None:
-        self.blocks.append(("table", df, caption))
-
-    def figure(self, key: str, caption: str) -> None:
-        self.blocks.append(("figure", key, caption))
-
-
-@dataclass
-class Document:
-    title: str
-    sections: list[Section]
-    figures: dict  # key -> {"kind": "reliability" | "risk_coverage", "data": DataFrame, "title": str}
-    slices: dict[str, pd.DataFrame]  # exported slice tables
+from trainer.config import BASELINES, FUSION_MODELS
+from trainer.report.document import ChartSpec, Document, Section
 
 
 def p3(x) -> str:
@@ -52,27 +24,19 @@ def ci(row) -> str:
     return f"{p3(row['value'])} ({p3(row['ci_low'])} to {p3(row['ci_high'])})"
 
 
-def _read(db, run_id: str) -> dict:
-    with TriageStore(db, read_only=True) as store:
-        run = store.read_run(run_id)
-        info = store.read_dataset(run["dataset"])
-        out = {t: store.read_table(t, run_id) for t in ("metrics", "policies", "conformal", "calibrators",
-                                                         "comparisons", "reliability_bins", "risk_coverage")}
-        out["attributions"] = store.read_attributions(run_id)
-        out["by"] = {k: store.count_cases(run["dataset"], k) for k in ("clinic", "fitzpatrick", "label")}
-    return {**out, "run": run, "info": info, "config": json.loads(run["config"])}
-
-
 def _pick_model(m: pd.DataFrame) -> str:
-    f1 = m[(m.split == "test") & (m.slice == "overall") & (m.metric == "macro_f1") & m.model.isin(FUSION)]
+    f1 = m[(m.split == "test") & (m.slice == "overall") & (m.metric == "macro_f1") & m.model.isin(FUSION_MODELS)]
     return f1.sort_values("value", ascending=False)["model"].iloc[0]
 
 
-def build(db, run_id: str, policy: str | None = None) -> Document:
-    d = _read(db, run_id)
+def build(d: dict, policy: str | None = None) -> Document:
+    """The document of one run. ``d``: the run's tables (metrics, policies, conformal,
+    calibrators, comparisons, reliability_bins, risk_coverage, attributions), ``run``,
+    ``info`` (its dataset), ``config`` (its FitConfig) and ``by`` (case counts)."""
     m, run, info, cfg = d["metrics"], d["run"], d["info"], d["config"]
+    run_id = run["run_id"]
     model = _pick_model(m)
-    policy = policy or cfg.get("default_policy", "review_budget")
+    policy = policy or cfg.default_policy
     pol = d["policies"][(d["policies"].model == model) & (d["policies"].policy == policy)]
     if pol.empty:
         raise ValueError(f"Run {run_id} has no policy {policy!r} for {model}; policies: "
@@ -82,25 +46,25 @@ def build(db, run_id: str, policy: str | None = None) -> Document:
     def get(split: str, slice_: str, value: str, metric: str) -> pd.Series:
         return mm[(mm.split == split) & (mm.slice == slice_) & (mm.slice_value == value) & (mm.metric == metric)].iloc[0]
 
-    sections = [_intended_use(run, info, model, policy), _data(d, info, cfg),
-                _performance(d, model), _envelope(mm, pol, cfg, policy),
-                _deferral(mm, pol, d, model, policy, get), _bias(mm, d, model, cfg, get),
-                _calibration(d, model, get, cfg), _crossref()]
+    sections = [_intended_use(run, info, model, policy), _data(d, info), _performance(d, model),
+                _envelope(mm, cfg.target_accuracy, policy), _deferral(mm, pol, d, model, policy),
+                _bias(mm, d, model, cfg.min_slice_n), _calibration(d, model, get, cfg.conformal_method, cfg.alpha),
+                _crossref()]
     figures = {
-        "reliability": {"kind": "reliability", "title": f"{model}: reliability by skin-tone group, held-out clinic",
-                        "data": d["reliability_bins"][(d["reliability_bins"].model == model) &
+        "reliability": ChartSpec("reliability", f"{model}: reliability by skin-tone group, held-out clinic",
+                                 d["reliability_bins"][(d["reliability_bins"].model == model) &
                                                       (d["reliability_bins"].split == "test") &
                                                       (d["reliability_bins"].slice == "fitzpatrick_group") &
-                                                      (d["reliability_bins"].kind == "calibrated")]},
-        "risk_coverage": {"kind": "risk_coverage", "title": f"{model}: risk-coverage by skin-tone group",
-                          "data": d["risk_coverage"][(d["risk_coverage"].model == model) &
+                                                      (d["reliability_bins"].kind == "calibrated")]),
+        "risk_coverage": ChartSpec("risk_coverage", f"{model}: risk-coverage by skin-tone group",
+                                   d["risk_coverage"][(d["risk_coverage"].model == model) &
                                                      (d["risk_coverage"].split == "test") &
-                                                     d["risk_coverage"].slice.isin(["overall", "fitzpatrick_group"])]},
+                                                     d["risk_coverage"].slice.isin(["overall", "fitzpatrick_group"])]),
     }
     slices = {f"{model}_{split}_{family.replace(' ', '')}": _slice_table(mm, split, family)
               for split in ("test", "val") for family in sorted(set(mm["slice"]))}
     simulated = " (simulated data: not clinical evidence)" if info["simulated"] else ""
-    return Document(f"Clinical handoff: {model}, run {run_id}{simulated}", sections, figures, slices)
+    return Document(f"Clinical handoff: {model}, run {run_id}{simulated}", model, sections, figures, slices)
 
 
 def _slice_table(mm: pd.DataFrame, split: str, family: str) -> pd.DataFrame:
@@ -122,7 +86,7 @@ def _intended_use(run, info, model, policy) -> Section:
     return s
 
 
-def _data(d, info, cfg) -> Section:
+def _data(d, info) -> Section:
     s = Section("Data and provenance")
     if info["simulated"]:
         s.p("The data are simulated (DermSynth): photos, notes, patients and clinics were generated by a program "
@@ -161,9 +125,8 @@ def _performance(d, model) -> Section:
     return s
 
 
-def _envelope(mm, pol, cfg, policy) -> Section:
+def _envelope(mm, target: float, policy: str) -> Section:
     s = Section("When the model is reliable")
-    target = cfg.get("target_accuracy")
     s.p(f"Target: accuracy of at least {pct(target)} on the cases the model does not defer, at policy {policy}, "
         "on the held-out clinic. A group is inside the envelope when the lower end of its interval reaches the "
         "target, outside when the upper end stays below it, and undecided otherwise.")
@@ -186,7 +149,7 @@ def _name(r) -> str:
             "clinic": r["slice_value"], "category": f"true {r['slice_value']}"}[r["slice"]]
 
 
-def _deferral(mm, pol, d, model, policy, get) -> Section:
+def _deferral(mm, pol, d, model, policy) -> Section:
     s = Section("Where deferral fires")
     t = pol[pol.split == "test"]
     overall = t[t.slice == "overall"].iloc[0]
@@ -214,9 +177,8 @@ def _deferral(mm, pol, d, model, policy, get) -> Section:
     return s
 
 
-def _bias(mm, d, model, cfg, get) -> Section:
-    s = Section("Known biases by skin tone")
-    min_n = cfg.get("min_slice_n", 30)
+def _bias(mm, d, model, min_n: int) -> Section:
+    s = Section("Known biases by skin tone", new_page=True)
     for name in (model, "image_only"):
         m = d["metrics"]
         g = m[(m.model == name) & (m.split == "test") & (m.slice == "fitzpatrick_group") & (m.metric == "accuracy")]
@@ -247,8 +209,8 @@ def _bias(mm, d, model, cfg, get) -> Section:
     return s
 
 
-def _calibration(d, model, get, cfg) -> Section:
-    s = Section("Calibration under the new clinic, and monitoring")
+def _calibration(d, model, get, conformal_method: str, alpha: float) -> Section:
+    s = Section("Calibration under the new clinic, and monitoring", new_page=True)
     cal = d["calibrators"].set_index("model")
     before, after = get("test", "overall", "all", "ece_uncalibrated"), get("test", "overall", "all", "ece")
     calib_before = get("calib", "overall", "all", "ece_uncalibrated")
@@ -259,9 +221,9 @@ def _calibration(d, model, get, cfg) -> Section:
         + ("calibration did not carry over to the new clinic." if after["value"] > before["value"] else
            "calibration still helped at the new clinic."))
     conf = d["conformal"]
-    c = conf[(conf.model == model) & (conf.split == "test") & (conf.method == cfg.get("conformal_method", "lac")) &
+    c = conf[(conf.model == model) & (conf.split == "test") & (conf.method == conformal_method) &
              (conf["mode"] == "mondrian")]
-    s.p(f"Prediction sets meant to contain the right category {pct(1 - cfg.get('alpha', 0.1))} of the time did so "
+    s.p(f"Prediction sets meant to contain the right category {pct(1 - alpha)} of the time did so "
         f"at the new clinic for: " + ", ".join(f"{r['slice_value']} {pct(r['coverage'])}" for _, r in c.iterrows())
         + ".")
     s.p("After deployment, monitor monthly per skin-tone group and clinic: the deferral rate, the accuracy of "

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from trainer.figures import _font
+from trainer.explain.figures import load_font
+from trainer.report.document import Document, Figure, Paragraph, Table
 
-PAGE_BREAKS = ("Known biases by skin tone", "Calibration under the new clinic, and monitoring")
 COLOURS = {"all": (60, 60, 60), "I-II": (230, 159, 0), "III-IV": (0, 114, 178), "V-VI": (213, 94, 0),
            "unknown": (150, 150, 150)}
 
@@ -25,7 +25,7 @@ def line_chart(data: pd.DataFrame, x: str, y: str, title: str, x_label: str, y_l
     left, top, right, bottom = 80, 50, w - 170, h - 70
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
-    font = _font(18)
+    font = load_font(18)
     to_px = lambda vx, vy: (left + vx * (right - left), bottom - vy * (bottom - top))  # noqa: E731
     draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
     for t in np.linspace(0, 1, 6):
@@ -49,14 +49,15 @@ def line_chart(data: pd.DataFrame, x: str, y: str, title: str, x_label: str, y_l
     return img
 
 
-def figures(doc, out: Path, example: Image.Image | None) -> dict[str, Path]:
+def figures(doc: Document, out: Path, example: Image.Image | None) -> dict[str, Path]:
+    """Draw the document's charts (and the example case, when there is one) as PNG into ``out``."""
     paths = {}
     for key, spec in doc.figures.items():
-        if spec["kind"] == "reliability":
-            img = line_chart(spec["data"][spec["data"]["n"] > 0], "confidence", "accuracy", spec["title"],
+        if spec.kind == "reliability":
+            img = line_chart(spec.data[spec.data["n"] > 0], "confidence", "accuracy", spec.title,
                              "predicted probability", "observed accuracy", diagonal=True)
         else:
-            img = line_chart(spec["data"], "coverage", "risk", spec["title"], "share of cases not deferred",
+            img = line_chart(spec.data, "coverage", "risk", spec.title, "share of cases not deferred",
                              "error rate of those")
         paths[key] = out / f"figure_{key}.png"
         img.save(paths[key])
@@ -66,17 +67,18 @@ def figures(doc, out: Path, example: Image.Image | None) -> dict[str, Path]:
     return paths
 
 
-def to_markdown(doc, paths: dict[str, Path]) -> str:
+def to_markdown(doc: Document, paths: dict[str, Path]) -> str:
     lines = [f"# {doc.title}", ""]
     for section in doc.sections:
         lines += [f"## {section.title}", ""]
         for block in section.blocks:
-            if block[0] == "p":
-                lines += [block[1], ""]
-            elif block[0] == "table":
-                lines += [f"*{block[2]}*", "", block[1].to_markdown(index=False), ""]
-            elif block[1] in paths:
-                lines += [f"![{block[2]}]({paths[block[1]].name})", "", f"*{block[2]}*", ""]
+            match block:
+                case Paragraph(text):
+                    lines += [text, ""]
+                case Table(frame, caption):
+                    lines += [f"*{caption}*", "", frame.to_markdown(index=False), ""]
+                case Figure(key, caption) if key in paths:
+                    lines += [f"![{caption}]({paths[key].name})", "", f"*{caption}*", ""]
     return "\n".join(lines)
 
 
@@ -84,7 +86,7 @@ def _latin1(text: str) -> str:
     return str(text).encode("latin-1", "replace").decode("latin-1")
 
 
-def to_pdf(doc, paths: dict[str, Path], out: Path) -> int:
+def to_pdf(doc: Document, paths: dict[str, Path], out: Path) -> int:
     """Write the PDF; returns its page count."""
     from fpdf import FPDF
 
@@ -95,26 +97,21 @@ def to_pdf(doc, paths: dict[str, Path], out: Path) -> int:
     pdf.set_font("Helvetica", "B", 15)
     pdf.multi_cell(0, 7, _latin1(doc.title), new_x="LMARGIN", new_y="NEXT", align="L")
     for section in doc.sections:
-        if section.title in PAGE_BREAKS:
+        if section.new_page:
             pdf.add_page()
         pdf.ln(3)
         pdf.set_font("Helvetica", "B", 12)
         pdf.multi_cell(0, 6, _latin1(section.title), new_x="LMARGIN", new_y="NEXT")
         for block in section.blocks:
-            if block[0] == "p":
-                pdf.set_font("Helvetica", "", 9.5)
-                pdf.multi_cell(0, 4.8, _latin1(block[1]), new_x="LMARGIN", new_y="NEXT")
-                pdf.ln(1.5)
-            elif block[0] == "table":
-                _table(pdf, block[1], block[2])
-            elif block[1] in paths:
-                width = 120 if block[1] != "example" else 170
-                if pdf.get_y() + width * 0.65 > 280:
-                    pdf.add_page()
-                pdf.image(str(paths[block[1]]), w=width)
-                pdf.set_font("Helvetica", "I", 8.5)
-                pdf.multi_cell(0, 4.2, _latin1(block[2]), new_x="LMARGIN", new_y="NEXT")
-                pdf.ln(1)
+            match block:
+                case Paragraph(text):
+                    pdf.set_font("Helvetica", "", 9.5)
+                    pdf.multi_cell(0, 4.8, _latin1(text), new_x="LMARGIN", new_y="NEXT")
+                    pdf.ln(1.5)
+                case Table(frame, caption):
+                    _table(pdf, frame, caption)
+                case Figure(key, caption) if key in paths:
+                    _figure(pdf, paths[key], caption, width=170 if key == "example" else 120)
     pdf.output(str(out))
     return pdf.pages_count
 
@@ -128,3 +125,12 @@ def _table(pdf, df: pd.DataFrame, caption: str) -> None:
         for row in df.astype(str).itertuples(index=False):
             table.row([_latin1(v) for v in row])
     pdf.ln(2)
+
+
+def _figure(pdf, path: Path, caption: str, width: float) -> None:
+    if pdf.get_y() + width * 0.65 > 280:
+        pdf.add_page()
+    pdf.image(str(path), w=width)
+    pdf.set_font("Helvetica", "I", 8.5)
+    pdf.multi_cell(0, 4.2, _latin1(caption), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(1)

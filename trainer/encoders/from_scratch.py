@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from safetensors.torch import save_model
 
-from trainer.checkpoints import export_open_clip, save_checkpoint
-from trainer.features import CacheStats, Features, cached_arrays
-from trainer.train import Inputs, train_classifier
+from trainer.config import TrainSettings
+from trainer.encoders.cache import CacheStats, Features, cached_arrays
+from trainer.models.checkpoints import export_open_clip, save_checkpoint
+from trainer.models.train import Inputs, train_classifier
 
-_SOURCES = ("encoders.py", "train.py", "pretrain.py", "models/unified.py", "models/common.py")
+_SOURCES = ("encoders/image.py", "models/train.py", "encoders/from_scratch.py", "models/unified.py",
+            "models/common.py")
 _SETTINGS = ("seed", "image_size", "encoder_epochs", "patience", "batch_size", "lr", "weight_decay", "modality_dropout",
              "unified_epochs", "unified_embed_dim", "max_tokens")
 
@@ -29,7 +31,7 @@ def encoder_key(kind: str, fingerprint: str, feats: Features, split: np.ndarray,
     h = hashlib.sha256(f"{kind}|{fingerprint}".encode())
     h.update(",".join(feats.case_ids).encode() + b"|" + ",".join(split).encode())
     h.update(json.dumps({k: asdict(cfg)[k] for k in _SETTINGS}, sort_keys=True).encode())
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]
     for name in _SOURCES:
         h.update((root / name).read_bytes())
     return f"{kind}-{h.hexdigest()[:20]}"
@@ -41,20 +43,20 @@ def _in_batches(fn, inputs: Inputs, n: int, batch_size: int = 256) -> list[np.nd
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
-def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, fingerprint: str, split: np.ndarray,
-                     cfg, n_classes: int, stats: CacheStats, log=print) -> tuple[np.ndarray, Path]:
-    """Patch tokens (n, P, d) float16 of the CNN trained on ``train`` (early stopping on ``val``)."""
-    from trainer.encoders import SmallCNN
+def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, folder: Path, settings: TrainSettings,
+                     epochs: int, n_classes: int, stats: CacheStats, log=print) -> np.ndarray:
+    """Patch tokens (n, P, d) float16 of the CNN trained on ``train`` (early stopping on
+    ``val``), cached with its weights in ``folder``."""
+    from trainer.encoders.image import SmallCNN
 
-    folder = Path(cfg.cache_dir) / "encoders" / encoder_key("cnn", fingerprint, feats, split, cfg)
     inputs = Inputs(feats, with_pixels=True)
 
     def train_and_extract():
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(settings.seed)
         model = SmallCNN(n_classes).to(memory_format=torch.channels_last)
         model.spec = {"n_classes": n_classes}
-        model, history = train_classifier(model, inputs, y, where["train"], where["val"], cfg, cfg.encoder_epochs,
-                                          "image encoder (CNN)", lr=2 * cfg.lr)
+        model, history = train_classifier(model, inputs, y, where["train"], where["val"], settings, epochs,
+                                          "image encoder (CNN)", lr=2 * settings.lr)
         folder.mkdir(parents=True, exist_ok=True)
         save_model(model.to(memory_format=torch.contiguous_format), str(folder / "model.safetensors"))
         (folder / "history.json").write_text(json.dumps(history, default=float))
@@ -63,26 +65,26 @@ def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, fingerprint: s
         (tokens,) = _in_batches(lambda b: (model.tokens(b["images"]).numpy().astype(np.float16),), inputs, len(y))
         return {"tokens": tokens}
     tokens = cached_arrays(folder / "tokens.safetensors", train_and_extract, stats)["tokens"]
-    return tokens, folder
+    return tokens
 
 
-def clip_embeddings(feats: Features, y: np.ndarray, where: dict, fingerprint: str, split: np.ndarray,
-                    cfg, spec: dict, stats: CacheStats, log=print) -> tuple[np.ndarray, np.ndarray, Path]:
-    """Photo and note embeddings (n, E) each of the CLIP trained contrastively on ``train`` pairs."""
+def clip_embeddings(feats: Features, y: np.ndarray, where: dict, folder: Path, settings: TrainSettings,
+                    epochs: int, spec: dict, stats: CacheStats, log=print) -> tuple[np.ndarray, np.ndarray]:
+    """Photo and note embeddings (n, E) each of the CLIP trained contrastively on ``train``
+    pairs, cached with its weights (and an open_clip export) in ``folder``."""
     from trainer.models.unified import ClipEncoder
 
-    folder = Path(cfg.cache_dir) / "encoders" / encoder_key("clip", fingerprint, feats, split, cfg)
     inputs = Inputs(feats, with_pixels=True)
 
     def train_and_extract():
-        torch.manual_seed(cfg.seed)
-        model, history = train_classifier(ClipEncoder(spec), inputs, y, where["train"], where["val"], cfg,
-                                          cfg.unified_epochs, "unified encoder (CLIP)", lr=cfg.lr / 2)
+        torch.manual_seed(settings.seed)
+        model, history = train_classifier(ClipEncoder(spec), inputs, y, where["train"], where["val"], settings,
+                                          epochs, "unified encoder (CLIP)", lr=settings.lr / 2)
         save_checkpoint(folder / "encoder", model, spec, history)
         export_open_clip(folder / "open_clip", model.clip, spec["clip_cfg"])
         log(f"unified encoder (CLIP) trained: {history[-1] if history else {}}")
         img, txt = _in_batches(lambda b: tuple(e.numpy() for e in model.embed(b)), inputs, len(y))
         return {"img": img, "txt": txt}
     emb = cached_arrays(folder / "embeddings.safetensors", train_and_extract, stats)
-    return emb["img"], emb["txt"], folder
+    return emb["img"], emb["txt"]
 

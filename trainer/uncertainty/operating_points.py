@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from data_store.fitzpatrick import fitzpatrick_group
+
 
 class OperatingPoints:
     """Deferral at a threshold (defer when ``defer_score >= threshold``), per group.
@@ -52,17 +54,11 @@ class OperatingPoints:
         return pd.DataFrame(rows)
 
 
-def fitzpatrick_groups(fitzpatrick) -> np.ndarray:
-    from trainer.audit import fitzpatrick_group
-
-    return fitzpatrick_group(fitzpatrick)
-
-
 def from_predictions(preds: pd.DataFrame, urgent_classes) -> OperatingPoints:
     """OperatingPoints of one model and split from stored predictions (with the case
     columns ``clinic`` and ``fitzpatrick``), by skin-tone group and by clinic."""
     urgent = set(urgent_classes if urgent_classes is not None else [])
     return OperatingPoints(preds["defer_score"].to_numpy(), (preds["y_pred"] == preds["y_true"]).to_numpy(),
                            preds["y_true"].isin(urgent).to_numpy(), preds["y_pred"].isin(urgent).to_numpy(),
-                           {"fitzpatrick_group": fitzpatrick_groups(preds["fitzpatrick"]),
+                           {"fitzpatrick_group": fitzpatrick_group(preds["fitzpatrick"]),
                             "clinic": preds["clinic"].astype(str).to_numpy()})

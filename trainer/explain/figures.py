@@ -6,7 +6,10 @@ Words are drawn as pixels, never as HTML: a note is data, not markup.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
+
+from trainer.explain.records import decode_heatmap
 
 POSITIVE = np.array([220, 40, 40], float)  # evidence for the explained class
 NEGATIVE = np.array([40, 90, 220], float)  # evidence against it
@@ -26,7 +29,7 @@ def overlay_heatmap(photo: np.ndarray, heatmap: np.ndarray, alpha: float = 0.6, 
     return np.clip(photo * (1 - weight) + colour * weight, 0, 255).astype(np.uint8)
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def load_font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow without sized default fonts
@@ -35,7 +38,7 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 def note_image(words: list[str], scores, width: int = 640, size: int = 18) -> Image.Image:
     """The note's words on tinted boxes (red: for the explained class, blue: against)."""
-    font = _font(size)
+    font = load_font(size)
     scores = np.asarray(scores, float)
     scale = np.abs(scores).max() if len(scores) and np.abs(scores).max() > 0 else 1.0
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -62,7 +65,7 @@ def note_image(words: list[str], scores, width: int = 640, size: int = 18) -> Im
 def case_figure(photo: np.ndarray, heatmaps: dict[str, np.ndarray], words: list[str], scores, title: str,
                 scale: int = 4) -> Image.Image:
     """The photo, one overlay per heatmap (e.g. IG and Occlusion), captions, and the note below."""
-    font = _font(16)
+    font = load_font(16)
     panels = [("photo", np.asarray(photo, np.uint8))] + [
         (name, overlay_heatmap(photo, h)) for name, h in heatmaps.items() if h is not None]
     side = photo.shape[0] * scale
@@ -88,3 +91,14 @@ def case_figure(photo: np.ndarray, heatmaps: dict[str, np.ndarray], words: list[
         draw.text((x, top + 4 + side), name, fill="black", font=font)
     img.paste(note, (0, top + side + 30))
     return img
+
+
+def attribution_figure(photo_at, ig: pd.Series, occlusion: pd.Series | None, title: str) -> Image.Image:
+    """The case figure of one stored attribution: ``ig`` and ``occlusion`` are rows of the
+    attributions table (Integrated Gradients, Occlusion or None); ``photo_at(side)`` returns
+    the case's photo, uint8 (side, side, 3), at twice the heatmap's side."""
+    side = int(ig["heatmap_side"]) * 2 if pd.notna(ig["heatmap_side"]) else 64
+    heat = {"Integrated Gradients": decode_heatmap(ig["image_heatmap"], ig["heatmap_side"]), "Occlusion": None}
+    if occlusion is not None:
+        heat["Occlusion"] = decode_heatmap(occlusion["image_heatmap"], occlusion["heatmap_side"])
+    return case_figure(photo_at(side), heat, list(ig["tokens"]), np.asarray(ig["token_scores"]), title)

@@ -16,7 +16,7 @@ from scipy.special import log_softmax, softmax
 from sklearn.isotonic import IsotonicRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from trainer.metrics import ece, nll
+from trainer.evaluation.metrics import ece, nll
 
 PROB_FLOOR = 1e-4  # isotonic steps reach 0 and 1; a class never gets exactly zero probability
 

@@ -1,69 +1,31 @@
-"""Which cases get explained, and attributions in and out of the store.
+"""``python -m trainer explain``: attributions of a run's cases into the store.
 
-``explain_run`` is ``python -m trainer explain``; ``explain_case`` is what the dashboard
-calls for one case that is not stored yet (it computes, stores and returns it). Torch and
-Captum are imported only when something is computed.
+``explain_run`` is the command; ``explain_case`` is what the dashboard calls for one case
+that is not stored yet (it computes, stores and returns it). Torch and Captum are imported
+only when something is computed.
 """
 from __future__ import annotations
 
 import functools
-import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from data_store.store import TriageStore
-
-METHODS = ("integrated_gradients", "occlusion")
-
-
-def encode_heatmap(heatmap: np.ndarray | None) -> bytes | None:
-    return None if heatmap is None else np.asarray(heatmap, "<f2").tobytes()
-
-
-def decode_heatmap(blob, side) -> np.ndarray | None:
-    """(side, side) float array from the stored float16 bytes (None when there is none)."""
-    if blob is None or side is None or (isinstance(side, float) and np.isnan(side)):
-        return None
-    return np.frombuffer(bytes(blob), dtype="<f2").astype(np.float32).reshape(int(side), int(side))
-
-
-def select_cases(preds: pd.DataFrame, threshold: float, n_cases: int, sample: int, seed: int) -> list[str]:
-    """Every deferred or misclassified test case (highest defer score first) up to
-    ``n_cases``, plus a random ``sample`` of the rest."""
-    test = preds[preds["split"] == "test"]
-    flagged = (test["defer_score"] >= threshold) | (test["y_pred"] != test["y_true"])
-    first = test[flagged].sort_values(["defer_score", "case_id"], ascending=[False, True])["case_id"].tolist()
-    rest = sorted(set(test["case_id"]) - set(first))
-    rng = np.random.default_rng(seed)
-    extra = rng.choice(rest, size=min(sample, len(rest)), replace=False).tolist() if rest else []
-    return first[:n_cases] + sorted(extra)
-
-
-def rows_for(run_id: str, model: str, case_id: str, classes: list[str], e, n_steps: int) -> list[dict]:
-    base = {"run_id": run_id, "model": model, "case_id": case_id, "target_class": classes[e.target]}
-    side = None if e.heatmap_ig is None else e.heatmap_ig.shape[0]
-    rows = [{**base, "method": "integrated_gradients", "image_heatmap": encode_heatmap(e.heatmap_ig),
-             "heatmap_side": side, "tokens": e.words, "token_scores": e.word_scores.tolist(),
-             "modality_share": e.modality_share, "convergence_delta": e.delta, "n_steps": n_steps}]
-    if e.heatmap_occlusion is not None:
-        rows.append({**base, "method": "occlusion", "image_heatmap": encode_heatmap(e.heatmap_occlusion),
-                     "heatmap_side": side})
-    return rows
-
+from trainer.config import run_config
+from trainer.explain.records import rows_for, select_cases
 
 @functools.lru_cache(maxsize=8)
 def _pipeline(run_dir: str, model: str):
-    from trainer.explain import load_pipeline
+    from trainer.explain.attribution import load_pipeline
 
     return load_pipeline(run_dir, model)
 
 
 def _explain_one(run: dict, model: str, case: dict, n_steps: int, target: int | None = None):
     from data_store.images import load_rgb
-    from trainer.explain import explain
+    from trainer.explain.attribution import explain
 
     pipe = _pipeline(str(run["artifacts_dir"]), model)
     return explain(pipe, load_rgb(case["image_path"], pipe.image_size), case["note"], target=target, n_steps=n_steps)
@@ -84,7 +46,7 @@ def explain_run(db, run_id: str, models: list[str] | None = None, n_cases: int =
         cases = store.read_cases(run["dataset"]).set_index("case_id")
         policies = store.read_table("policies", run_id, split="calib", slice="overall")
     classes = list(run["classes"])
-    default = json.loads(run["config"]).get("default_policy", "review_budget")
+    default = run_config(run["config"]).default_policy
     models = models or sorted(preds["model"].unique())
     unknown = sorted(set(models) - set(preds["model"]))
     if unknown:

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from trainer.features import Features
-from trainer.metrics import macro_f1
+from trainer.config import TrainSettings
+from trainer.encoders.cache import Features
+from trainer.evaluation.metrics import macro_f1
 
 
 class Inputs:
@@ -80,7 +81,7 @@ def predict_logits(model: nn.Module, inputs: Inputs, idx: np.ndarray, batch_size
 
 
 def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray,
-                     val_idx: np.ndarray, cfg, epochs: int, desc: str, lr: float | None = None
+                     val_idx: np.ndarray, cfg: TrainSettings, epochs: int, desc: str, lr: float | None = None
                      ) -> tuple[nn.Module, list[dict]]:
     """AdamW with class weights; keep the weights of the epoch with the best val macro F1."""
     n_classes = model.spec["n_classes"]

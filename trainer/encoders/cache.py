@@ -68,18 +68,18 @@ def load_images(paths: list[str], size: int, desc: str = "decoding photos") -> n
     return out
 
 
-def build_features(cases, fingerprint: str, cfg, text_encoder, image_encoder=None,
-                   stats: CacheStats | None = None) -> Features:
+def build_features(cases, fingerprint: str, cache_dir: str | Path, image_size: int, text_encoder,
+                   image_encoder=None, stats: CacheStats | None = None) -> Features:
     """Inputs for ``cases`` (a frame with case_id, note, image_path), cached on disk."""
     stats = stats if stats is not None else CacheStats()
-    cache = Path(cfg.cache_dir)
+    cache = Path(cache_dir)
     ids = cases["case_id"].astype(str).tolist()
     content = _key(fingerprint, ",".join(ids))
     notes = cases["note"].fillna("").astype(str).tolist()
     paths = cases["image_path"].tolist()
 
-    images = cached_arrays(cache / f"images-{content}-{cfg.image_size}.safetensors",
-                           lambda: {"images": load_images(paths, cfg.image_size)}, stats)["images"]
+    images = cached_arrays(cache / f"images-{content}-{image_size}.safetensors",
+                           lambda: {"images": load_images(paths, image_size)}, stats)["images"]
 
     def encode_text():
         with tqdm(total=len(notes), desc="encoding notes", unit="note", mininterval=1) as bar:

@@ -222,18 +222,15 @@ def explain(pipe: CasePipeline, photo: np.ndarray, note: str, target: int | None
 
 def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
     """Rebuild a stored model of a run from its artifacts folder."""
-    import json
-
     from safetensors.torch import load_model
 
-    from trainer.checkpoints import load_checkpoint
-    from trainer.config import FitConfig
-    from trainer.encoders import OpenClipImageEncoder, SmallCNN, TextEncoder
+    from trainer.config import run_config
+    from trainer.encoders.image import OpenClipImageEncoder, SmallCNN
+    from trainer.encoders.text import TextEncoder
+    from trainer.models.checkpoints import load_checkpoint
 
     run_dir = Path(run_dir)
-    saved = json.loads((run_dir / "config.json").read_text())
-    cfg = FitConfig.from_dict({k: v for k, v in saved.items()
-                               if k not in ("code_version", "dataset_fingerprint", "run_id", "classes")})
+    cfg = run_config((run_dir / "config.json").read_text())
     if not (run_dir / model_name / "spec.json").exists():
         raise ValueError(f"Run folder {run_dir} has no model {model_name!r}.")
     model = load_checkpoint(run_dir / model_name)

@@ -14,25 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from data_store.fitzpatrick import ROMAN
-from trainer.metrics import N_BINS, bin_index
+from trainer.evaluation.metrics import N_BINS, bin_index
 
-FITZPATRICK_GROUPS = {1: "I-II", 2: "I-II", 3: "III-IV", 4: "III-IV", 5: "V-VI", 6: "V-VI"}
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "balanced_accuracy": True, "accepted_accuracy": True,
                     "category_accuracy": True, "ece": False, "ece_uncalibrated": False, "nll": False,
                     "brier": False, "defer_rate": False, "missed_urgent_rate": False}
 # Coverage should sit at its target and set size trades against it: no "best" group.
 NO_GAP = {"conformal_coverage", "conformal_set_size"}
-
-
-def fitzpatrick_group(fitzpatrick) -> np.ndarray:
-    """'I-II', 'III-IV', 'V-VI' or 'unknown' for each Fitzpatrick type 1..6 (NaN: unknown)."""
-    return np.array([FITZPATRICK_GROUPS.get(int(f), "unknown") if pd.notna(f) else "unknown" for f in fitzpatrick],
-                    dtype=object)
-
-
-def fitzpatrick_type(fitzpatrick) -> np.ndarray:
-    return np.array([ROMAN[int(f)] if pd.notna(f) else "unknown" for f in fitzpatrick], dtype=object)
 
 
 @dataclass

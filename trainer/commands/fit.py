@@ -1,0 +1,168 @@
+"""``python -m trainer fit``: splits, features, the five models, post-hoc tables, all into
+the store.
+
+The store is opened only for short moments (read inputs, register the run, write the
+results in one transaction), so a dashboard can read it while training runs.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_store.runlock import RunLock
+from data_store.splits import make_splits
+from data_store.store import TriageStore
+from trainer.config import FitConfig, run_config
+from trainer.encoders.cache import CacheStats
+from trainer.encoders.prepare import prepare_features, targets
+from trainer.models.suite import prediction_rows, train_models
+from trainer.posthoc import posthoc_tables
+from trainer.timings import lap, reset_peak
+from trainer.uncertainty.deferral import photo_quality, train_distance
+
+
+class FitError(ValueError):
+    """A problem with the request (dataset, clinic, config) the user can fix."""
+
+
+def resolve_heldout(info: dict, cases: pd.DataFrame, requested: str | None) -> str:
+    clinics = sorted(cases["clinic"].unique())
+    heldout = requested or info.get("heldout_clinic")
+    if not heldout or (isinstance(heldout, float) and np.isnan(heldout)):
+        raise FitError(f"Dataset {info['dataset']!r} declares no held-out clinic; pass --heldout-clinic "
+                       f"with one of: {', '.join(clinics)}.")
+    if heldout not in clinics:
+        raise FitError(f"Held-out clinic {heldout!r} is not in dataset {info['dataset']!r}; "
+                       f"clinics: {', '.join(clinics)}.")
+    return heldout
+
+
+def subsample(split: pd.Series, max_cases: int | None, seed: int) -> pd.Series:
+    """Keep about max_cases cases, the same share of each split (for quick runs)."""
+    if not max_cases or max_cases >= len(split):
+        return split
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, ids in split.groupby(split).groups.items():
+        k = max(8, int(round(len(ids) * max_cases / len(split))))
+        keep.extend(rng.choice(np.asarray(ids), size=min(k, len(ids)), replace=False))
+    return split.loc[sorted(keep)]
+
+
+def code_version() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                               timeout=5).stdout.strip()
+        return (rev or "unknown") + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A run as ``fit`` resolved it before training: where it goes, its settings, its cases
+    (in split order) and their splits."""
+
+    db: Path
+    run_id: str
+    artifacts: Path
+    cfg: FitConfig
+    info: dict
+    cases: pd.DataFrame
+    split: pd.Series  # case_id -> train | val | calib | test
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+
+def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
+    """Train ``cfg.models`` on ``dataset``; returns the run_id of the completed run."""
+    with TriageStore(db, read_only=True) as store:
+        info = store.read_dataset(dataset)
+        cases = store.read_cases(dataset)
+    heldout = resolve_heldout(info, cases, cfg.heldout_clinic)
+    cfg = replace(cfg, heldout_clinic=heldout)
+    split = subsample(make_splits(cases, heldout, seed=cfg.seed), cfg.max_cases, cfg.seed)
+    missing = [s for s in ("train", "val", "test") if (split == s).sum() == 0]
+    if missing:
+        raise FitError(f"Splits {missing} are empty; the dataset is too small for held-out clinic {heldout!r}.")
+    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{dataset}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
+    req = RunRequest(Path(db), run_id, Path(db).resolve().parent / "runs" / run_id,  # beside the store
+                     cfg, info, cases.set_index("case_id").loc[split.index].reset_index(), split)
+    config = {**json.loads(cfg.to_json()), "code_version": code_version(), "dataset_fingerprint": info["fingerprint"]}
+    # The lock is taken before the run is registered and dropped by the kernel however this
+    # process ends, so a killed fit shows as interrupted, never as running or complete.
+    with RunLock(req.artifacts):
+        with TriageStore(db) as store:
+            store.start_run(run_id, dataset, json.dumps(config), req.classes, heldout, str(req.artifacts))
+        (req.artifacts / "config.json").write_text(
+            json.dumps({**config, "run_id": run_id, "classes": req.classes}, indent=2))
+        try:
+            _train_and_store(req, log)
+        except BaseException as exc:
+            try:
+                with TriageStore(db) as store:
+                    store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+            except Exception as store_exc:  # e.g. the disk is full: the original error matters more
+                log(f"could not mark run {run_id} failed ({store_exc}); it will show as interrupted")
+            raise
+    return run_id
+
+
+def _train_and_store(req: RunRequest, log) -> None:
+    """Features, the models, post-hoc tables, then one transaction that completes the run."""
+    cfg, cases, split_arr = req.cfg, req.cases, req.split.to_numpy()
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    reset_peak()
+    stats, timings = CacheStats(), {}
+    feats, text_dim, folders = prepare_features(cases, split_arr, req.info["fingerprint"], cfg, req.classes, stats,
+                                                log, timings)
+    for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
+        shutil.copytree(folder, req.artifacts / name, dirs_exist_ok=True)
+    y, where = targets(cases, req.classes, split_arr)
+    logits = train_models(cfg, req.classes, y, where, feats, text_dim, req.artifacts, timings, log)
+    predictions = prediction_rows(logits, cases["case_id"].to_numpy(), split_arr, y, where, req.classes)
+    per_case = pd.DataFrame({"train_distance": train_distance(feats, split_arr), **photo_quality(feats.images)},
+                            index=cases["case_id"])
+    predictions = predictions.join(per_case, on="case_id")
+    t = time.perf_counter()
+    posthoc = posthoc_tables(predictions, cases, req.classes, req.info["urgent_classes"], cfg, log)
+    lap(timings, "posthoc", t)
+    t = time.perf_counter()
+    splits_df = pd.DataFrame({"case_id": req.split.index, "split": split_arr})
+    with TriageStore(req.db) as store:
+        store.finish_run(req.run_id, splits_df, predictions,
+                         json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}), posthoc)
+    peaks = ", ".join(f"{k.removeprefix('peak_mb:')} {v:,.0f}" for k, v in timings.items() if k.startswith("peak_mb:"))
+    log(f"stored {len(predictions):,} predictions and the audit in {time.perf_counter() - t:.1f} s "
+        f"(peak memory by stage, MiB: {peaks})")
+
+
+def features_for_run(db: str | Path, run_id: str):
+    """Rebuild a stored run's inputs from the caches: (features, cases, split, run, cache stats)."""
+    with TriageStore(db, read_only=True) as store:
+        run = store.read_run(run_id)
+        info = store.read_dataset(run["dataset"])
+        cases = store.read_cases(run["dataset"])
+        split = store.read_splits(run_id).set_index("case_id")["split"]
+    cfg = run_config(run["config"])
+    cases = cases.set_index("case_id").loc[split.index].reset_index()
+    stats = CacheStats()
+    feats, _, _ = prepare_features(cases, split.to_numpy(), info["fingerprint"], cfg, list(run["classes"]), stats,
+                                   log=lambda m: None)
+    return feats, cases, split, run, stats
