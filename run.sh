@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for everything: ./run.sh [all|test|synth|ingest|fit|explain|report|serve|env] (see ./run.sh --help).
+# One command for everything: ./run.sh [all|test|synth|ingest|fit|explain|report|docs|serve|env] (see ./run.sh --help).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,6 +28,8 @@ Usage: ./run.sh [command]
   explain        Captum attributions of the newest complete run's deferred and misclassified test cases,
                  then its handoff document
   report         the clinical handoff document of the newest complete run (data/report/<run>/handoff.pdf)
+  docs           regenerate docs/clinical_handoff/ and docs/screenshots/ from the newest complete run
+                 (python docs/regenerate.py; the screenshots need Debian's chromium)
   serve          serve the dashboard on http://\$TRIAGE_ADDRESS:\$TRIAGE_PORT (default 127.0.0.1:8501)
   env            only create or check the Python environment (\$TRIAGE_VENV, default under ~/.cache)
 
@@ -117,6 +119,7 @@ case "${1:-all}" in
   fit) ensure_env; fit ;;
   explain) ensure_env; explain ;;
   report) ensure_env; report ;;
+  docs) ensure_env; shift; "$PY" docs/regenerate.py --db "$DB" "$@" ;;
   serve) ensure_env; serve ;;
   all) ensure_env; synth; ingest; fit_once; serve ;;
   *) usage >&2; exit 2 ;;

@@ -72,12 +72,18 @@ def main() -> None:
     result = {"machine": machine(), "run": args.run, "repeats": args.repeats, "rows": rows}
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
     (ROOT / "benchmarks" / "results" / "calibration.json").write_text(json.dumps(result, indent=2))
+    text = _markdown(rows, args)
+    replace_block(ROOT / "docs" / "BENCHMARKS.md", "calibration", text)
+    print(text)
+
+
+def _markdown(rows: list[dict], args) -> str:
     agree = max(abs(r["ours_temperature"] * r["netcal_temperature"] - 1) for r in rows)
     lines = "\n".join(
         f"| {r['model']} | {r['n_calib']:,} / {r['n_test']:,} | {r['nll_uncalibrated']:.4f} | {r['ours_nll']:.4f} | "
         f"{r['netcal_nll']:.4f} | {r['ours_temperature']:.3f} / {r['netcal_temperature']:.3f} | "
         f"{1000 * r['ours_s']:.1f} | {1000 * r['netcal_s']:.1f} | {r['netcal_s'] / r['ours_s']:.0f}x |" for r in rows)
-    text = (f"## Temperature scaling against netcal\n\nMachine: {machine()}.\n"
+    return (f"## Temperature scaling against netcal\n\nMachine: {machine()}.\n"
             f"Command: `python benchmarks/calibration_benchmark.py --run {args.run} --repeats {args.repeats}`. "
             "Both fitted on the calib split's uncalibrated probabilities of each model, both scored on the test split "
             "(the held-out clinic): NLL by `trainer.evaluation.metrics.nll` (checked against scikit-learn in the tests); "
@@ -89,8 +95,6 @@ def main() -> None:
             "temperature ours / netcal | fit ms ours | fit ms netcal | netcal / ours |\n"
             f"|:--|--:|--:|--:|--:|--:|--:|--:|--:|\n{lines}\n\n"
             f"Largest |T_ours x T_netcal - 1| over the models: {agree:.1e}.\n")
-    replace_block(ROOT / "docs" / "BENCHMARKS.md", "calibration", text)
-    print(text)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import machine, replace_block  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
+from trainer.config import MODEL_NAMES as MODELS  # noqa: E402
 
-MODELS = ("text_only", "image_only", "late_fusion", "cross_attention", "unified")
 
 
 def worker(db: str, run_id: str, model: str, case_ids: list[str]) -> None:

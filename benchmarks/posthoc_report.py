@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import replace_block  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
+from trainer.config import MODEL_NAMES as ORDER  # noqa: E402
 from trainer.evaluation.metrics import macro_f1, per_class_recall  # noqa: E402
 
-ORDER = ["text_only", "image_only", "late_fusion", "cross_attention", "unified"]
 SPLITS = {"calib": "calib (training clinics, out of fold)", "val": "val (training clinics)",
           "test": "test (held-out clinic)"}
 
@@ -44,8 +44,7 @@ def heldout_table(store: TriageStore, run_id: str) -> pd.DataFrame:
         rows.append({"model": model, "n": len(df), "macro_f1": macro_f1(y_true, y_pred, len(classes)),
                      "macro_f1_raw": macro_f1(y_true, y_raw, len(classes)),
                      **{f"acc_{c}": r for c, r in zip(classes, recall)}})
-    order = ["text_only", "image_only", "late_fusion", "cross_attention", "unified"]
-    return pd.DataFrame(rows).set_index("model").reindex([m for m in order if m in {r["model"] for r in rows}])
+    return pd.DataFrame(rows).set_index("model").reindex([m for m in ORDER if m in {r["model"] for r in rows}])
 
 
 def read(db: str, run_id: str) -> dict:

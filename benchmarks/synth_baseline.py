@@ -53,7 +53,18 @@ def main() -> None:
     start = time.perf_counter()
     test = (m["clinic"] == meta["heldout_clinic"]).to_numpy()
     y = m["label"].to_numpy()
+    preds = _predictions(folder, m, test, y)
+    rows = []
+    dark = m.loc[test, "fitzpatrick"].isin([5, 6]).to_numpy()
+    for name, pred in preds.items():
+        rows.append({"model": name, "macro_f1_heldout": f1_score(y[test], pred, average="macro"),
+                     "macro_f1_types_I_IV": f1_score(y[test][~dark], pred[~dark], average="macro"),
+                     "macro_f1_types_V_VI": f1_score(y[test][dark], pred[dark], average="macro")})
+    _write(pd.DataFrame(rows), rows, args, folder, meta, test, time.perf_counter() - start)
 
+
+def _predictions(folder: Path, m: pd.DataFrame, test: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Held-out predictions of the three quick baselines, trained on the training clinics."""
     text = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     x_text_train = text.fit_transform(m.loc[~test, "note"])
     x_text_test = text.transform(m.loc[test, "note"])
@@ -74,15 +85,11 @@ def main() -> None:
     text_test = LogisticRegression(**lr).fit(x_text_train, y[~test]).predict_log_proba(x_text_test)
     preds["fusion (text log-probs + image features)"] = fit_predict(
         HistGradientBoostingClassifier(**hgb), np.hstack([x_img[~test], oof]), np.hstack([x_img[test], text_test]))
+    return preds
 
-    rows = []
-    dark = m.loc[test, "fitzpatrick"].isin([5, 6]).to_numpy()
-    for name, pred in preds.items():
-        rows.append({"model": name, "macro_f1_heldout": f1_score(y[test], pred, average="macro"),
-                     "macro_f1_types_I_IV": f1_score(y[test][~dark], pred[~dark], average="macro"),
-                     "macro_f1_types_V_VI": f1_score(y[test][dark], pred[dark], average="macro")})
-    table = pd.DataFrame(rows)
-    elapsed = time.perf_counter() - start
+
+def _write(table: pd.DataFrame, rows: list[dict], args, folder: Path, meta: dict, test: np.ndarray,
+           elapsed: float) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"data": str(folder), "generator": meta.get("generator"), "n_train": int((~test).sum()),

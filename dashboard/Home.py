@@ -9,23 +9,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 import streamlit as st  # noqa: E402
 
 from dashboard import charts, queries, tables, ui  # noqa: E402
-from data_store.fitzpatrick import fitzpatrick_label  # noqa: E402
 
 st.set_page_config(page_title="Skin triage", layout="wide")
 st.title("Skin triage: multimodal model audit")
 
 path, version = ui.store_or_stop()
-try:
-    datasets = queries.datasets(path, version)
-except queries.StoreError as exc:
-    st.error(str(exc))
-    st.stop()
+datasets = ui.read_or_stop(queries.datasets, path, version)
 if datasets.empty:
     st.info(f"The store `{path}` holds no dataset yet. Ingest one with `python -m data_store ingest`.")
     st.stop()
 
 dataset = ui.choose("Dataset", datasets["dataset"].tolist(), "dataset", where=st)
-info = datasets.set_index("dataset").loc[dataset]
+info = tables.row(datasets, "dataset", dataset)
 if info["simulated"]:
     st.warning("This dataset is **simulated** (DermSynth). Its results test the pipeline; "
                "they are not clinical evidence.")
@@ -39,12 +34,12 @@ c4.metric("Held-out clinic", ui.plain(info["heldout_clinic"]) if info["heldout_c
 st.caption(f"Classes, in probability order: {', '.join(map(ui.plain, info['classes']))}. "
            f"Ingested {info['ingested_at']:%Y-%m-%d %H:%M} from {ui.plain(info['manifest_path'])}.")
 
-fitz = summary["fitzpatrick"].assign(fitzpatrick=lambda d: d["fitzpatrick"].map(fitzpatrick_label))
+fitz = tables.fitzpatrick_counts(summary["fitzpatrick"])
 left, middle, right = st.columns(3)
-left.altair_chart(charts.count_bars(summary["clinic"], "clinic", "Cases by clinic",
-                                    sort=summary["clinic"]["clinic"].tolist()), width="stretch")
-middle.altair_chart(charts.count_bars(fitz, "fitzpatrick", "Cases by Fitzpatrick skin type",
-                                      sort=fitz["fitzpatrick"].tolist()), width="stretch")
+left.altair_chart(charts.count_bars(summary["clinic"], "clinic", "Cases by clinic", sort="stored"),
+                  width="stretch")
+middle.altair_chart(charts.count_bars(fitz, "fitzpatrick", "Cases by Fitzpatrick skin type", sort="stored"),
+                    width="stretch")
 right.altair_chart(charts.count_bars(summary["label"], "label", "Cases by category"), width="stretch")
 
 st.subheader("Rejected rows by reason")
@@ -59,8 +54,7 @@ st.subheader("Runs")
 runs = queries.runs(path, version)
 unfinished = queries.unfinished_runs(path, version)
 if len(unfinished):
-    counts = unfinished["status"].value_counts()
-    st.caption("Not complete, so not shown on any page: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    st.caption("Not complete, so not shown on any page: " + tables.status_counts(unfinished)
                + " (running: still training; interrupted: the process ended before finishing; failed: see its error).")
     with st.expander("Unfinished runs"):
         st.dataframe(unfinished, hide_index=True, width="stretch")
@@ -68,7 +62,7 @@ if runs.empty:
     st.info("No complete run yet. Train one with `./run.sh fit` or `python -m trainer fit --dataset NAME`.")
     st.stop()
 run_id = ui.choose("Run (every dataset, newest first)", runs["run_id"].tolist(), "run", where=st)
-run = runs.set_index("run_id").loc[run_id]
+run = tables.row(runs, "run_id", run_id)
 st.caption(f"Dataset {ui.plain(run['dataset'])}, held-out clinic {ui.plain(run['heldout_clinic'])}, finished "
            f"{run['finished_at']:%Y-%m-%d %H:%M}. Every page below reads this run (the `run` query parameter).")
 metrics = queries.run_table(path, version, run_id, "metrics", slice="overall")

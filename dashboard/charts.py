@@ -5,11 +5,13 @@ import altair as alt
 import pandas as pd
 
 
-def count_bars(df: pd.DataFrame, category: str, title: str, sort: list[str] | None = None) -> alt.Chart:
-    """Horizontal bars of ``n`` per ``category``."""
+def count_bars(df: pd.DataFrame, category: str, title: str, sort: str = "count") -> alt.Chart:
+    """Horizontal bars of ``n`` per ``category``, longest first, or in the frame's order
+    (``sort="stored"``)."""
+    order = df[category].tolist() if sort == "stored" else "-x"
     return (alt.Chart(df, title=title)
             .mark_bar()
-            .encode(y=alt.Y(f"{category}:N", sort=sort or "-x", title=None),
+            .encode(y=alt.Y(f"{category}:N", sort=order, title=None),
                     x=alt.X("n:Q", title="cases"),
                     tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip("n:Q", format=",")])
             .properties(height=alt.Step(22)))

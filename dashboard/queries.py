@@ -9,6 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from data_store.store import StoreError, TriageStore
+from trainer.config import run_config
+from trainer.uncertainty.operating_points import OperatingPoints, from_predictions
 
 
 def db_path() -> Path:
@@ -36,6 +38,23 @@ def dataset_summary(path: str, version: float | None, dataset: str) -> dict[str,
                 "fitzpatrick": store.count_cases(dataset, "fitzpatrick"),
                 "label": store.count_cases(dataset, "label"),
                 "rejected": store.count_rejected(dataset)}
+
+
+@st.cache_data(show_spinner=False)
+def is_simulated(path: str, version: float | None, dataset: str) -> bool:
+    d = datasets(path, version).set_index("dataset")
+    return bool(dataset in d.index and d.loc[dataset, "simulated"])
+
+
+@st.cache_data(show_spinner=False)
+def urgent_classes(path: str, version: float | None, dataset: str) -> tuple[str, ...]:
+    urgent = datasets(path, version).set_index("dataset").loc[dataset, "urgent_classes"]
+    return tuple(urgent) if urgent is not None else ()
+
+
+def default_policy(run: pd.Series) -> str:
+    """The policy behind a run's audit (its settings' default_policy)."""
+    return run_config(run["config"]).default_policy
 
 
 @st.cache_data(show_spinner=False)
@@ -85,6 +104,14 @@ def attributions(path: str, version: float | None, run_id: str, model: str, case
         return store.read_attributions(run_id, model, case_id)
 
 
+@st.cache_resource(show_spinner=False)
+def operating_points(path: str, version: float | None, run_id: str, model: str, split: str,
+                     urgent: tuple[str, ...]) -> OperatingPoints:
+    """Deferral at any threshold for one model and split, sorted once and kept for the slider."""
+    preds = predictions(path, version, run_id)
+    return from_predictions(preds[(preds.model == model) & (preds.split == split)], urgent)
+
+
 def explain_now(path: str, run_id: str, model: str, case_id: str) -> pd.DataFrame:
     """Compute a case's attributions on demand (imports torch only now) and store them."""
     from trainer.commands.explain import explain_case
@@ -92,10 +119,23 @@ def explain_now(path: str, run_id: str, model: str, case_id: str) -> pd.DataFram
     return explain_case(path, run_id, model, case_id)
 
 
+def build_handoff(path: str, run_id: str) -> tuple[dict, dict[str, bytes]]:
+    """Write the run's handoff document into a temporary folder (imports the writer only
+    now); returns write_report's summary and the bytes of handoff.pdf and handoff.md."""
+    import tempfile
+
+    from trainer.commands.report import write_report
+
+    out = Path(tempfile.mkdtemp(prefix="handoff-"))
+    result = write_report(path, run_id, out)
+    return result, {name: (out / name).read_bytes() for name in ("handoff.pdf", "handoff.md")}
+
+
 def save_policy(path: str, run_id: str, model: str, name: str, rows: pd.DataFrame) -> None:
     with TriageStore(path) as store:
         store.write_policy(run_id, model, name, rows)
 
 
-__all__ = ["StoreError", "db_path", "store_version", "datasets", "dataset_summary", "runs", "run_table",
-           "predictions", "case", "attributions", "explain_now", "save_policy"]
+__all__ = ["StoreError", "db_path", "store_version", "datasets", "dataset_summary", "is_simulated", "urgent_classes",
+           "default_policy", "runs", "unfinished_runs", "run_table", "predictions", "case", "attributions",
+           "operating_points", "explain_now", "build_handoff", "save_policy"]

@@ -1,34 +1,191 @@
-"""Pure table shaping for pages: stored rows in, display frames out. No reads, no maths."""
+"""Pure table shaping for pages: stored rows in, display frames out. No reads."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from data_store.fitzpatrick import fitzpatrick_group, fitzpatrick_label
+from trainer.config import MODEL_NAMES
+from trainer.evaluation.metrics import confusion_matrix
+from trainer.report.numbers import ci
+
 HEADLINE = ("macro_f1", "accuracy", "ece", "defer_rate", "accepted_accuracy", "missed_urgent_rate")
-MODEL_ORDER = ("text_only", "image_only", "late_fusion", "cross_attention", "unified")
+FAMILIES = ("fitzpatrick_group", "fitzpatrick", "clinic", "category", "fitzpatrick_group x clinic")
+PERCENT = {"defer_rate": "{:.1%}", "coverage": "{:.1%}", "accepted_accuracy": "{:.1%}",
+           "missed_urgent_rate": "{:.1%}"}
 
 
-def with_interval(df: pd.DataFrame, digits: int = 3) -> pd.Series:
-    def fmt(r):
-        if pd.isna(r["value"]):
-            return "n/a"
-        if pd.isna(r.get("ci_low")) or pd.isna(r.get("ci_high")):
-            return f"{r['value']:.{digits}f}"
-        return f"{r['value']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]"
-    return df.apply(fmt, axis=1) if len(df) else pd.Series(dtype=str)
+def with_interval(df: pd.DataFrame) -> pd.Series:
+    """Each row's value with its 95% interval, as text."""
+    return df.apply(ci, axis=1) if len(df) else pd.Series(dtype=str)
+
+
+def _pivot(rows: pd.DataFrame, index, columns: str) -> pd.DataFrame:
+    return rows.assign(shown=with_interval(rows)).pivot_table(index=index, columns=columns, values="shown",
+                                                              aggfunc="first")
+
+
+def _model_order(index) -> list[str]:
+    return [m for m in MODEL_NAMES if m in index] + [m for m in index if m not in MODEL_NAMES]
 
 
 def headline(metrics: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """Models x headline metrics (value [95% CI]) on the overall slice of a split."""
+    """Models x headline metrics (value with its 95% interval) on the overall slice of a split."""
     m = metrics[(metrics["split"] == split) & (metrics["slice"] == "overall") & metrics["metric"].isin(HEADLINE)]
-    m = m.assign(shown=with_interval(m))
-    table = m.pivot(index="model", columns="metric", values="shown")
-    order = [x for x in MODEL_ORDER if x in table.index] + [x for x in table.index if x not in MODEL_ORDER]
-    return table.reindex(index=order, columns=[c for c in HEADLINE if c in table.columns])
+    table = _pivot(m, "model", "metric")
+    return table.reindex(index=_model_order(table.index), columns=[c for c in HEADLINE if c in table.columns])
 
 
-def slice_table(metrics: pd.DataFrame) -> pd.DataFrame:
+def overall(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One metric's overall rows, one per model (as ``group``, for interval charts)."""
+    rows = metrics[(metrics.slice == "overall") & (metrics.metric == metric)]
+    return rows.rename(columns={"model": "group"})
+
+
+def best_value(rows: pd.DataFrame) -> float:
+    return float(rows["value"].max())
+
+
+def by_category(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Models x true category: accuracy (recall) with intervals."""
+    return _pivot(metrics[metrics.metric == "category_accuracy"], "model", "slice_value")
+
+
+def comparisons(comp: pd.DataFrame) -> pd.DataFrame:
+    return comp.assign(difference=with_interval(comp))[["model", "baseline", "metric", "difference", "n"]]
+
+
+def confusion(preds: pd.DataFrame, model: str, split: str, classes: list[str]) -> pd.DataFrame:
+    """Long table (true, predicted, n) of one model's confusion matrix on a split."""
+    p = preds[(preds.model == model) & (preds.split == split)]
+    cm = confusion_matrix(p["y_true"].map(classes.index), p["y_pred"].map(classes.index), len(classes))
+    return pd.DataFrame([{"true": classes[i], "predicted": classes[j], "n": int(cm[i, j])}
+                         for i in range(len(classes)) for j in range(len(classes))])
+
+
+def ece_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Groups x (ece, ece_uncalibrated, defer_ece), with intervals where bootstrapped."""
+    return _pivot(metrics[metrics.metric.isin(["ece", "ece_uncalibrated", "defer_ece"])], "slice_value", "metric")
+
+
+def reliability_groups(bins: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Calibrated and uncalibrated bins of each group, and the deferral score's bins under "defer"."""
+    top = bins[bins.kind.isin(["calibrated", "uncalibrated"])]
+    return {g: top[top.slice_value == g] for g in sorted(top["slice_value"].unique())}
+
+
+def defer_bins(bins: pd.DataFrame) -> pd.DataFrame:
+    return bins[bins.kind == "defer"]
+
+
+def policy_thresholds(policies: pd.DataFrame) -> dict[str, float]:
+    """Each stored policy's (single) threshold, fitted on calib."""
+    return {r.policy: float(r.threshold) for r in policies.itertuples() if pd.notna(r.threshold)}
+
+
+def operating_point(view: pd.DataFrame) -> tuple[pd.Series, dict[str, pd.DataFrame]]:
+    """The overall row of ``OperatingPoints.at`` and, per family, its groups for display."""
+    families = {f: view[view.slice == f].drop(columns="slice").rename(columns={"slice_value": "group"})
+                for f in ("fitzpatrick_group", "clinic")}
+    return view[view.slice == "overall"].iloc[0], families
+
+
+def conformal_coverage(conf: pd.DataFrame) -> pd.DataFrame:
+    return conf.pivot_table(index=["method", "mode"], columns="slice_value", values="coverage").round(3)
+
+
+def slice_families(metrics: pd.DataFrame) -> list[str]:
+    """Slice families of a metrics table: the standard ones first, then any extra column."""
+    present = set(metrics["slice"])
+    return [f for f in FAMILIES if f in present] + sorted(present - set(FAMILIES) - {"overall"})
+
+
+def metric_names(metrics: pd.DataFrame, family: str) -> list[str]:
+    return sorted(metrics[metrics.slice == family]["metric"].unique())
+
+
+def slice_table(metrics: pd.DataFrame, family: str, metric: str) -> pd.DataFrame:
     """Rows of one metric for one slice family, ready to show and download."""
+    rows = metrics[(metrics.slice == family) & (metrics.metric == metric)]
     cols = ["slice_value", "n", "value", "ci_low", "ci_high", "gap", "gap_low", "gap_high", "gap_reference",
             "too_small", "flagged"]
-    out = metrics[[c for c in cols if c in metrics]].sort_values("slice_value").reset_index(drop=True)
+    out = rows[[c for c in cols if c in rows]].sort_values("slice_value").reset_index(drop=True)
     return out.rename(columns={"slice_value": "group"})
+
+
+def slice_findings(table: pd.DataFrame) -> dict:
+    """From a slice table: flagged groups, the reference group, and groups too small to judge."""
+    reference = table["gap_reference"].dropna()
+    return {"flagged": table[table["flagged"]]["group"].tolist(), "small": table[table["too_small"]]["group"].tolist(),
+            "reference": reference.iloc[0] if len(reference) else None}
+
+
+def case_list(preds: pd.DataFrame, model: str, split: str, threshold: float) -> pd.DataFrame:
+    """One model's cases on a split with their skin-tone group, whether they are deferred at
+    ``threshold``, and whether the note-only and photo-only models disagree."""
+    p = preds[(preds.model == model) & (preds.split == split)].copy()
+    p["skin_tone_group"] = fitzpatrick_group(p["fitzpatrick"])
+    p["deferred"] = p["defer_score"] >= threshold
+    pair = preds[preds.split == split].pivot(index="case_id", columns="model", values="y_pred")
+    p["disagree"] = (p["case_id"].map(pair.get("text_only", pd.Series(dtype=str)))
+                     != p["case_id"].map(pair.get("image_only", pd.Series(dtype=str))))
+    return p
+
+
+CASE_FILTERS = ("all", "deferred", "wrong", "text and image models disagree")
+CASE_COLUMNS = ("case_id", "y_true", "y_pred", "defer_score", "deferred", "skin_tone_group", "clinic")
+
+
+def case_filter_options(cases: pd.DataFrame) -> dict[str, list[str]]:
+    """The choices of the skin-tone group and clinic filters ("all" first)."""
+    return {col: ["all"] + sorted(cases[col].unique()) for col in ("skin_tone_group", "clinic")}
+
+
+def filter_cases(cases: pd.DataFrame, show: str, group: str, clinic: str) -> pd.DataFrame:
+    """Cases matching every filter ("all" leaves a filter open), highest deferral score first."""
+    mask = pd.Series(True, index=cases.index)
+    mask &= {"all": True, "deferred": cases["deferred"], "wrong": cases["y_pred"] != cases["y_true"],
+             "text and image models disagree": cases["disagree"]}[show]
+    if group != "all":
+        mask &= cases["skin_tone_group"] == group
+    if clinic != "all":
+        mask &= cases["clinic"] == clinic
+    return cases[mask].sort_values("defer_score", ascending=False)
+
+
+def probabilities(classes: list[str], probs) -> pd.DataFrame:
+    return pd.DataFrame({"class": list(classes), "probability": np.asarray(probs)})
+
+
+def attribution_rows(attr: pd.DataFrame) -> tuple[pd.Series, pd.Series | None]:
+    """The Integrated Gradients row of one case's attributions and its Occlusion row (or None)."""
+    occ = attr[attr.method == "occlusion"]
+    return attr[attr.method == "integrated_gradients"].iloc[0], occ.iloc[0] if len(occ) else None
+
+
+def handoff_sections(metrics: pd.DataFrame, calibrators: pd.DataFrame, policies: pd.DataFrame) -> dict:
+    """The tables of the Handoff page, by title (held-out clinic only)."""
+    tone = metrics[(metrics.split == "test") & (metrics.slice == "fitzpatrick_group") &
+                   metrics.metric.isin(["accuracy", "macro_f1", "ece", "defer_rate", "missed_urgent_rate"])]
+    return {
+        "Held-out clinic, every model": headline(metrics).reset_index(),
+        "Skin-tone groups on the held-out clinic": _pivot(tone, ["model", "slice_value"], "metric").reset_index(),
+        "Calibrators": calibrators[["model", "method"]],
+        "Deferral policies on the held-out clinic": policies[["model", "policy", "threshold", "defer_rate",
+                                                              "accepted_accuracy", "missed_urgent_rate"]].round(3),
+    }
+
+
+def fitzpatrick_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """Case counts with Fitzpatrick types named I..VI (unknown for blanks)."""
+    return counts.assign(fitzpatrick=counts["fitzpatrick"].map(fitzpatrick_label))
+
+
+def status_counts(runs: pd.DataFrame) -> str:
+    """'2 interrupted, 1 failed': how many runs have each status."""
+    return ", ".join(f"{n} {s}" for s, n in runs["status"].value_counts().items())
+
+
+def row(frame: pd.DataFrame, column: str, value) -> pd.Series:
+    """The row of ``frame`` whose ``column`` is ``value``."""
+    return frame.set_index(column).loc[value]

@@ -1,4 +1,5 @@
-"""Widgets every page shares: the store check, the run picker and query-parameter state.
+"""Widgets every page shares: the page header (store check, simulated-data banner, run,
+model and split pickers) and query-parameter state.
 
 State that matters lives in the URL (``?run=...&model=...``) so a shared link reopens the
 same view; session keys are namespaced by page.
@@ -6,13 +7,44 @@ same view; session keys are namespaced by page.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import queries
+from trainer.config import MODEL_NAMES
 
-MODELS = ("text_only", "image_only", "late_fusion", "cross_attention", "unified")
+SPLITS = ("test", "val", "calib")  # test: the held-out clinic; val and calib: the training clinics
+DEFAULT_MODEL = "late_fusion"
+
+
+@dataclass(frozen=True)
+class PageContext:
+    """What the header resolved: the store, the run, and the model and split picked."""
+
+    path: str
+    version: float
+    run: pd.Series
+    model: str | None
+    split: str | None
+
+
+def header(title: str, caption: str | None = None, model: bool = True, split: bool = True) -> PageContext:
+    """Page config, title, store check, run picker and banner, then the model and split
+    pickers asked for (in the sidebar). Stops the page with guidance when there is nothing to show."""
+    st.set_page_config(page_title=title, layout="wide")
+    st.title(title)
+    if caption:
+        st.caption(caption)
+    path, version = store_or_stop()
+    run = run_or_stop(path, version)
+    return PageContext(path, version, run, model_picker() if model else None,
+                       choose("Split", SPLITS, "split") if split else None)
+
+
+def model_picker(label: str = "Model", where=st.sidebar) -> str:
+    return choose(label, MODEL_NAMES, "model", default=DEFAULT_MODEL, where=where)
 
 
 def store_or_stop() -> tuple[str, float]:
@@ -27,27 +59,28 @@ def store_or_stop() -> tuple[str, float]:
 
 def run_or_stop(path: str, version: float) -> pd.Series:
     """The run named by the `run` query parameter (default: the newest complete one)."""
-    try:
-        runs = queries.runs(path, version)
-    except queries.StoreError as exc:
-        st.error(str(exc))
-        st.stop()
+    runs = read_or_stop(queries.runs, path, version)
     if runs.empty:
         st.info("The store holds no complete run yet. Train one with `./run.sh fit` or "
                 "`python -m trainer fit --dataset NAME`.")
         st.stop()
-    ids = runs["run_id"].tolist()
-    wanted = st.query_params.get("run", ids[0])
-    run_id = st.sidebar.selectbox("Run", ids, index=ids.index(wanted) if wanted in ids else 0, key="run")
-    st.query_params["run"] = run_id
+    run_id = choose("Run", runs["run_id"].tolist(), "run")
     run = runs.set_index("run_id").loc[run_id]
-    datasets = queries.datasets(path, version).set_index("dataset")
-    if run["dataset"] in datasets.index and datasets.loc[run["dataset"], "simulated"]:
+    if queries.is_simulated(path, version, run["dataset"]):
         st.sidebar.warning("Simulated data (DermSynth): results test the pipeline; they are not clinical evidence.")
     return pd.Series({**run.to_dict(), "run_id": run_id})
 
 
-def choose(label: str, options: list, param: str, default=None, where=st.sidebar):
+def read_or_stop(read, *args):
+    """``read(*args)``, or the store's error on the page and nothing more."""
+    try:
+        return read(*args)
+    except queries.StoreError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def choose(label: str, options, param: str, default=None, where=st.sidebar):
     """A selectbox whose value lives in the query parameter ``param``."""
     options = list(options)
     wanted = st.query_params.get(param, default if default in options else options[0])
@@ -64,9 +97,9 @@ def plain(value) -> str:
     return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
 
 
-def interval(value, low, high, digits: int = 3) -> str:
-    if pd.isna(value):
-        return "n/a"
-    if pd.isna(low) or pd.isna(high):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+def download_buttons(table: pd.DataFrame, stem: str, key: str) -> None:
+    """CSV and Markdown downloads of a displayed table, side by side."""
+    c1, c2 = st.columns(2)
+    c1.download_button("Download CSV", table.to_csv(index=False), f"{stem}.csv", "text/csv", key=f"{key}.csv")
+    c2.download_button("Download Markdown", table.to_markdown(index=False, floatfmt=".3f"), f"{stem}.md",
+                       "text/markdown", key=f"{key}.md")

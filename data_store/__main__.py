@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_store.store import run_command
+    from data_store.errors import run_command
 
     args = build_parser().parse_args(argv)
     return run_command(args.func, args)

@@ -11,7 +11,11 @@ import fcntl
 import os
 from pathlib import Path
 
+import pandas as pd
+
 LOCK_NAME = ".lock"
+INTERRUPTED = ("the process ended before the run finished (killed, out of memory or a crash); nothing of it "
+               "counts as a result. Its partial files are in artifacts_dir; train again with fit.")
 
 
 class RunLock:
@@ -49,3 +53,13 @@ def run_alive(artifacts_dir: str | Path | None) -> bool:
     finally:
         os.close(fd)  # also drops the shared lock if we got it
     return False
+
+
+def live_status(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs with the status their writer's liveness implies: 'running' with a free lock is 'interrupted'."""
+    dead = (runs["status"] == "running") & ~runs["artifacts_dir"].map(run_alive).astype(bool)
+    if dead.any():
+        runs = runs.copy()
+        runs.loc[dead, "status"] = "interrupted"
+        runs.loc[dead, "error"] = INTERRUPTED
+    return runs

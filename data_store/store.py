@@ -1,12 +1,8 @@
 """The triage store: the only module that holds SQL and the only one that imports duckdb.
-
-Every statement binds its parameters; identifiers that cannot be bound (a column to
-group by) are checked against a fixed allow-list first.
-"""
+Every statement binds its parameters; identifiers that cannot be bound (a column to group
+by) are checked against a fixed allow-list first."""
 from __future__ import annotations
 
-import json
-import sys
 import time
 from contextlib import contextmanager
 from importlib import resources
@@ -15,7 +11,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from data_store.runlock import run_alive
+from data_store.errors import StoreError, explain
+from data_store.rows import as_rows
+from data_store.runlock import INTERRUPTED, live_status, run_alive
 
 SCHEMA_VERSION = 2
 DEFAULT_DB = Path("data/triage.duckdb")
@@ -23,54 +21,6 @@ _CASE_GROUPS = {"clinic", "label", "fitzpatrick"}
 _FITTED = ("review_budget", "target_accuracy", "urgent_sensitivity", "equal_group_accuracy", "conformal_set")
 _POSTHOC_TABLES = ("calibrators", "deferral_scorers", "metrics", "reliability_bins", "risk_coverage", "policies",
                    "comparisons", "conformal")
-_INTERRUPTED = ("the process ended before the run finished (killed, out of memory or a crash); nothing of it "
-                "counts as a result. Its partial files are in artifacts_dir; train again with fit.")
-
-
-def _live(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with the status their writer's liveness implies (see data_store.runlock)."""
-    dead = (runs["status"] == "running") & ~runs["artifacts_dir"].map(run_alive).astype(bool)
-    if dead.any():
-        runs = runs.copy()
-        runs.loc[dead, "status"] = "interrupted"
-        runs.loc[dead, "error"] = _INTERRUPTED
-    return runs
-
-
-class StoreError(RuntimeError):
-    """A store problem a user can act on (missing file, locked, read-only, disk full)."""
-
-
-def _hint(text: str) -> str | None:
-    """What to do about an error whose message is ``text``, when we recognise it."""
-    if "No space left" in text or "Disk quota" in text or "File too large" in text:
-        return ("the disk is full (or over its quota). Free space and run the command again; "
-                "everything written before this command is kept")
-    if "Read-only file system" in text or "Permission denied" in text or "read-only" in text.lower():
-        return ("the file or its folder is read-only. Use a writable location (--db, --out, --cache-dir) or "
-                "ask for write access; the dashboard and reports only need to read the store")
-    return None
-
-
-def _explain(path: Path, exc: Exception, action: str) -> str:
-    hint = _hint(str(exc))
-    return f"Cannot {action} the store {path}: {str(exc).strip()}." + (f" Likely cause: {hint}." if hint else "")
-
-
-def cli_message(exc: BaseException) -> str:
-    """The one-line error a command prints: the message, plus what to do for a full disk or read-only file."""
-    text = str(exc)
-    hint = None if isinstance(exc, StoreError) else _hint(text)
-    return text + (f" ({hint}.)" if hint else "")
-
-
-def run_command(func, args) -> int:
-    """Run one CLI command: a user-facing error prints one line, no traceback, and returns 2."""
-    try:
-        return func(args)
-    except (ValueError, RuntimeError, OSError) as exc:
-        print(f"error: {cli_message(exc)}", file=sys.stderr)
-        return 2
 
 
 class TriageStore:
@@ -97,7 +47,7 @@ class TriageStore:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
                 if "lock" not in str(exc).lower() or attempt == retries:
-                    raise StoreError(_explain(self.path, exc, "open")) from exc
+                    raise StoreError(explain(self.path, exc, "open")) from exc
                 time.sleep(0.25)
         raise AssertionError("unreachable")
 
@@ -123,7 +73,7 @@ class TriageStore:
             except duckdb.Error:
                 pass  # a failed COMMIT has already ended the transaction
             if isinstance(exc, duckdb.Error):
-                raise StoreError(_explain(self.path, exc, "write to")) from exc
+                raise StoreError(explain(self.path, exc, "write to")) from exc
             raise
 
     def close(self) -> None:
@@ -201,7 +151,7 @@ class TriageStore:
             for other, folder in running:
                 if not run_alive(folder):
                     self.con.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE run_id = ?",
-                                     [_INTERRUPTED, other])
+                                     [INTERRUPTED, other])
             self.con.execute("INSERT INTO runs VALUES (?, ?, 'running', now(), NULL, ?, ?, ?, NULL, ?, NULL)",
                              [run_id, dataset, config_json, list(classes), heldout_clinic, artifacts_dir])
 
@@ -257,13 +207,7 @@ class TriageStore:
             if df.empty:
                 continue
             columns = [c for c in self._columns(table) if c != "run_id"]
-            df = df.copy()
-            for c in columns:
-                if c not in df:
-                    df[c] = None
-                elif df[c].map(lambda v: isinstance(v, dict)).any():
-                    df[c] = df[c].map(lambda v: json.dumps(v, default=float))
-            con.register("new_rows", df[columns])
+            con.register("new_rows", as_rows(df, columns))
             con.execute(f"INSERT INTO {table} (run_id, {', '.join(columns)}) SELECT ?, * FROM new_rows", [run_id])
             con.unregister("new_rows")
 
@@ -273,16 +217,20 @@ class TriageStore:
             [table]).fetchall()]
 
     def read_table(self, table: str, run_id: str, **where) -> pd.DataFrame:
-        """Rows of one post-hoc table for a run, filtered by equality on allowed columns."""
+        """Rows of one post-hoc table for a run, filtered on allowed columns: equal to a
+        value, or (a tuple or list) to any of several."""
         if table not in _POSTHOC_TABLES:
             raise ValueError(f"table must be one of {list(_POSTHOC_TABLES)}, got {table!r}.")
         allowed = set(self._columns(table))
         bad = [k for k in where if k not in allowed]
         if bad:
             raise ValueError(f"Cannot filter {table} by {bad}; columns: {sorted(allowed)}.")
-        clauses = "".join(f" AND {k} = ?" for k in where)
+        values = {k: list(v) if isinstance(v, (tuple, list)) else [v] for k, v in where.items()}
+        if not all(values.values()):
+            raise ValueError(f"Filters of {table} need at least one value each; got {where}.")
+        clauses = "".join(f" AND {k} IN ({', '.join('?' * len(v))})" for k, v in values.items())
         return self.con.execute(f"SELECT * FROM {table} WHERE run_id = ?{clauses}",
-                                [run_id, *where.values()]).df()
+                                [run_id, *(x for v in values.values() for x in v)]).df()
 
     def fail_run(self, run_id: str, error: str) -> None:
         self.con.execute("UPDATE runs SET status = 'failed', finished_at = now(), error = ? WHERE run_id = ?",
@@ -290,10 +238,10 @@ class TriageStore:
 
     def list_runs(self) -> pd.DataFrame:
         """Every run, newest first; a 'running' run whose process has ended shows as 'interrupted'."""
-        return _live(self.con.execute("SELECT * FROM runs ORDER BY created_at DESC, run_id DESC").df())
+        return live_status(self.con.execute("SELECT * FROM runs ORDER BY created_at DESC, run_id DESC").df())
 
     def read_run(self, run_id: str) -> dict:
-        df = _live(self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df())
+        df = live_status(self.con.execute("SELECT * FROM runs WHERE run_id = ?", [run_id]).df())
         if df.empty:
             raise StoreError(f"No run {run_id!r} in {self.path}.")
         return df.iloc[0].to_dict()
@@ -303,11 +251,8 @@ class TriageStore:
                                 [run_id]).df()
 
     def read_predictions(self, run_id: str, model: str | None = None) -> pd.DataFrame:
-        if model is None:
-            return self.con.execute("SELECT * FROM predictions WHERE run_id = ? ORDER BY model, case_id",
-                                    [run_id]).df()
-        return self.con.execute("SELECT * FROM predictions WHERE run_id = ? AND model = ? ORDER BY case_id",
-                                [run_id, model]).df()
+        return self.con.execute("""SELECT * FROM predictions WHERE run_id = ? AND (? IS NULL OR model = ?)
+                                   ORDER BY model, case_id""", [run_id, model, model]).df()
 
     def write_policy(self, run_id: str, model: str, policy: str, rows: pd.DataFrame) -> None:
         """Save a named policy (e.g. a threshold chosen in the dashboard), replacing one of that name."""
@@ -315,11 +260,9 @@ class TriageStore:
             raise ValueError(f"Choose another name than {policy!r}: it is empty or names a fitted policy.")
         con = self.con
         columns = [c for c in self._columns("policies") if c not in ("run_id", "model", "policy")]
-        df = rows.copy()
-        df["params"] = df["params"].map(lambda v: json.dumps(v) if isinstance(v, dict) else v)
         with self.transaction():
             con.execute("DELETE FROM policies WHERE run_id = ? AND model = ? AND policy = ?", [run_id, model, policy])
-            con.register("new_policy", df[columns])
+            con.register("new_policy", as_rows(rows, columns))
             con.execute(f"INSERT INTO policies (run_id, model, policy, {', '.join(columns)}) "
                         f"SELECT ?, ?, ?, {', '.join(columns)} FROM new_policy", [run_id, model, policy])
             con.unregister("new_policy")
@@ -331,13 +274,8 @@ class TriageStore:
             return
         con = self.con
         columns = [c for c in self._columns("attributions") if c != "created_at"]
-        df = rows.copy()
-        for c in columns:
-            if c not in df:
-                df[c] = None
-        df["modality_share"] = df["modality_share"].map(lambda v: json.dumps(v) if isinstance(v, dict) else None)
         with self.transaction():
-            con.register("new_attr", df[columns])
+            con.register("new_attr", as_rows(rows, columns))
             con.execute("""DELETE FROM attributions a USING new_attr n WHERE a.run_id = n.run_id
                            AND a.model = n.model AND a.case_id = n.case_id AND a.method = n.method""")
             con.execute(f"INSERT INTO attributions ({', '.join(columns)}, created_at) "

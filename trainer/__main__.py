@@ -59,10 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer",
                                      description="Train, calibrate and explain triage models on a stored dataset.")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_fit, _add_posthoc, _add_explain, _add_report):
+        add(sub)
+    return parser
+
+
+def _store_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+
+
+def _add_fit(sub) -> None:
     f = sub.add_parser("fit", help="train the models on a dataset and store a run",
                        description="Train text-only and image-only baselines and three fusion models on every "
                                    "clinic but the held-out one; print the run_id as the last line.")
-    f.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    _store_arg(f)
     f.add_argument("--dataset", required=True, help="dataset name in the store")
     f.add_argument("--heldout-clinic", help="clinic used as the test set (default: the one the dataset declares)")
     f.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all); "
@@ -77,25 +87,31 @@ def build_parser() -> argparse.ArgumentParser:
                                            "'open_clip:local-dir:<folder>'")
     f.add_argument("--cache-dir", help="feature cache folder (default data/cache)")
     f.set_defaults(func=_fit)
+
+
+def _add_posthoc(sub) -> None:
     c = sub.add_parser("posthoc", aliases=["calibrate"],
                        help="re-fit calibration, deferral score, conformal sets and policies, and re-audit",
                        description="Re-fit everything fitted after training (on the calib split: calibration, the "
                                    "deferral score, conformal sets, deferral policies) for a stored run from its "
                                    "stored predictions, re-run the audit, and replace its tables. fit runs this at "
                                    "its end. 'calibrate' is the old name of this command.")
-    c.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    _store_arg(c)
     c.add_argument("--run", required=True, help="run_id (see runs table or the last line of fit)")
     c.add_argument("--audit-extra", help="comma-separated manifest columns (cases.extra) to slice the audit by, "
                                          "e.g. sex,age_band; saved in the run's config")
     c.add_argument("--default-policy", choices=POLICIES,
                    help="the policy behind the audit's deferral metrics (default: the run's, review_budget)")
     c.set_defaults(func=_posthoc)
+
+
+def _add_explain(sub) -> None:
     e = sub.add_parser("explain", help="Captum attributions of test cases into the store",
                        description="Integrated Gradients on the photo pixels and the note's token embeddings "
                                    "(with modality shares and the completeness delta) and Occlusion on the photo, "
                                    "for every deferred or misclassified test case up to --cases, plus a random "
                                    "sample of the rest.")
-    e.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    _store_arg(e)
     e.add_argument("--run", required=True, help="run_id")
     e.add_argument("--model", help="comma-separated models (default: every model of the run)")
     e.add_argument("--cases", type=int, default=200,
@@ -104,21 +120,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--case-ids", help="comma-separated case ids instead of the selection above")
     e.add_argument("--steps", type=int, default=32, help="Integrated Gradients steps (default 32)")
     e.set_defaults(func=_explain)
+
+
+def _add_report(sub) -> None:
     r = sub.add_parser("report", help="write the clinical handoff document from the store",
                        description="Write OUT/handoff.pdf (A4), OUT/handoff.md, their figures and OUT/slices/ "
                                    "(every slice table as CSV and Markdown), every number read from the store.")
-    r.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    _store_arg(r)
     r.add_argument("--run", required=True, help="run_id")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--policy", help="deferral policy to report (default: the run's default policy)")
     r.set_defaults(func=_report)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from data_store.store import run_command
+    from data_store.errors import run_command
 
     args = build_parser().parse_args(argv)
     return run_command(args.func, args)

@@ -136,7 +136,7 @@ def load_config(path: str | Path | None = None, preset: str = "default", **overr
     if bad or not cfg.models:
         raise ValueError(f"--models takes a comma-separated subset of {', '.join(MODEL_NAMES)}; got {bad or 'none'}.")
     if "late_fusion" in cfg.models:  # it combines the two single-modality models
-        cfg = replace(cfg, models=tuple(m for m in MODEL_NAMES if m in set(cfg.models) | {"text_only", "image_only"}))
+        cfg = replace(cfg, models=tuple(m for m in MODEL_NAMES if m in set(cfg.models) | set(BASELINES)))
     return cfg
 
 

@@ -75,43 +75,45 @@ def sample_cases(cfg: SynthConfig) -> pd.DataFrame:
         cond = options[rng.choice(len(options), p=share / share.sum())]
         if age is None:
             age = int(np.clip(rng.normal(*cond.age), 1, 95))
+        rows.append({"case_id": f"DS{i:06d}", "patient_id": patient, "clinic": CLINICS[clinic_i].clinic_id,
+                     "_clinic_i": clinic_i, "image_path": f"images/DS{i:06d}.jpg",
+                     **_evidence(rng, cfg, cond, CLINICS[clinic_i], fitz, age, sex)})
+    return pd.DataFrame(rows)
 
-        ambiguous = rng.random() < cfg.ambiguous_rate
-        shown = BY_NAME[cond.neighbour] if ambiguous else cond  # what the evidence points to
-        image_cond = shown.name
-        if not ambiguous and cond.image_lookalike and rng.random() < cond.image_lookalike[1]:
-            image_cond = cond.image_lookalike[0]
-        guess = None
-        guess_wrong = False
-        if rng.random() < cfg.guess_rate:
-            guess_wrong = rng.random() < cfg.guess_wrong_rate
-            guess = BY_NAME[_lookalike(shown.name) if guess_wrong else shown.name].display
-        vignette = Vignette(
-            age=age, sex=sex, site=_pick(rng, shown.sites), duration=_pick(rng, shown.duration),
-            evolution=_pick(rng, shown.evolution), fever=bool(rng.random() < shown.p_fever),
-            pain=bool(rng.random() < shown.p_pain), itch=bool(rng.random() < shown.p_itch),
-            bleeding=bool(rng.random() < shown.p_bleeding),
-            history=tuple(h for h, p in shown.history.items() if rng.random() < p), guess=guess)
-        clinic = CLINICS[clinic_i]
-        note_empty = rng.random() < cfg.empty_note_rate
-        vague = rng.random() < cfg.vague_note_rate
-        note = "" if note_empty else write_note(rng, vignette, clinic.note_style, vague)
-        label = cond.category
-        noisy = rng.random() < cfg.label_noise
-        if noisy:
-            label = CATEGORIES[(CATEGORIES.index(label) + int(rng.integers(1, len(CATEGORIES)))) % len(CATEGORIES)]
-        rows.append({
-            "case_id": f"DS{i:06d}", "patient_id": patient, "clinic": clinic.clinic_id, "_clinic_i": clinic_i,
-            "image_path": f"images/DS{i:06d}.jpg", "note": note, "label": label, "fitzpatrick": fitz,
-            "age": age, "sex": sex, "body_site": vignette.site,
+
+def _evidence(rng: np.random.Generator, cfg: SynthConfig, cond, clinic, fitz: int, age: int, sex: str) -> dict:
+    """What the case shows and says (image condition, the note from its vignette) and its
+    label, with the simulation's truths in ``sim_*`` columns."""
+    ambiguous = rng.random() < cfg.ambiguous_rate
+    shown = BY_NAME[cond.neighbour] if ambiguous else cond  # what the evidence points to
+    image_cond = shown.name
+    if not ambiguous and cond.image_lookalike and rng.random() < cond.image_lookalike[1]:
+        image_cond = cond.image_lookalike[0]
+    guess = None
+    guess_wrong = False
+    if rng.random() < cfg.guess_rate:
+        guess_wrong = rng.random() < cfg.guess_wrong_rate
+        guess = BY_NAME[_lookalike(shown.name) if guess_wrong else shown.name].display
+    vignette = Vignette(
+        age=age, sex=sex, site=_pick(rng, shown.sites), duration=_pick(rng, shown.duration),
+        evolution=_pick(rng, shown.evolution), fever=bool(rng.random() < shown.p_fever),
+        pain=bool(rng.random() < shown.p_pain), itch=bool(rng.random() < shown.p_itch),
+        bleeding=bool(rng.random() < shown.p_bleeding),
+        history=tuple(h for h, p in shown.history.items() if rng.random() < p), guess=guess)
+    note_empty = rng.random() < cfg.empty_note_rate
+    vague = rng.random() < cfg.vague_note_rate
+    note = "" if note_empty else write_note(rng, vignette, clinic.note_style, vague)
+    label = cond.category
+    noisy = rng.random() < cfg.label_noise
+    if noisy:
+        label = CATEGORIES[(CATEGORIES.index(label) + int(rng.integers(1, len(CATEGORIES)))) % len(CATEGORIES)]
+    return {"note": note, "label": label, "fitzpatrick": fitz, "age": age, "sex": sex, "body_site": vignette.site,
             "sim_condition": cond.name, "sim_true_label": cond.category, "sim_label_noise": noisy,
             "sim_ambiguous": ambiguous, "sim_image_condition": image_cond,
             "sim_image_lookalike": image_cond != shown.name, "sim_note_vague": vague and not note_empty,
             "sim_note_empty": note_empty, "sim_referrer_guess_wrong": guess_wrong,
             "sim_photo_unusable": bool(rng.random() < cfg.unusable_photo_rate),
-            "sim_lesion_contrast": contrast_factor(fitz, cfg.tone_effect),
-        })
-    return pd.DataFrame(rows)
+            "sim_lesion_contrast": contrast_factor(fitz, cfg.tone_effect)}
 
 
 def render_case(case: dict, cfg: SynthConfig, index: int, with_lesion: bool = True) -> np.ndarray:

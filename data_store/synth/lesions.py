@@ -84,7 +84,21 @@ def render_lesion(rng: np.random.Generator, skin: np.ndarray, condition: str,
     cx, cy = size * (0.5 + rng.uniform(-0.12, 0.12, 2))
     radius = size * max(0.04, rng.normal(*m.radius))
     r = np.hypot(xx - cx, yy - cy)
-    theta = np.arctan2(yy - cy, xx - cx)
+    mask = _outline(rng, m, r, np.arctan2(yy - cy, xx - cx), radius)
+    colour = np.asarray(m.colour, np.float32) * m.strength
+    mix = np.clip(m.variegation * (0.5 + 1.4 * smooth_noise(rng, size, 8)), 0, 1)[:, :, None]
+    delta = colour * (1 - mix) + np.asarray(m.second_colour, np.float32) * mix
+    log_img = np.log(np.clip(skin, 1e-3, 1)) + contrast * delta * mask[:, :, None]
+    if m.halo:  # erythema spreading beyond the border
+        halo = np.exp(-((r / (radius * (1 + m.halo))) ** 2))
+        log_img += contrast * 0.6 * np.asarray(RED, np.float32) * halo[:, :, None]
+    _surface(rng, m, log_img, (xx, yy), (cx, cy, radius), mask, contrast)
+    img = np.exp(log_img)
+    return np.clip(img, 0, 1), mask.astype(np.float32)
+
+
+def _outline(rng: np.random.Generator, m, r: np.ndarray, theta: np.ndarray, radius: float) -> np.ndarray:
+    """The lesion's soft mask (H, W): an asymmetric, irregular border (a ring for annular lesions)."""
     asym = max(0.0, rng.normal(*m.asymmetry))
     irr = max(0.0, rng.normal(*m.irregularity))
     boundary = 1 + asym * np.cos(theta - rng.uniform(0, 2 * np.pi))
@@ -94,14 +108,16 @@ def render_lesion(rng: np.random.Generator, skin: np.ndarray, condition: str,
     mask = 1 / (1 + np.exp(-(boundary - r) / (m.softness * radius + 0.6)))
     if m.annular:  # ring with central clearing
         mask = mask * (1 - 0.85 / (1 + np.exp(-(0.62 * boundary - r) / (0.08 * radius + 0.6))))
+    return mask
 
-    colour = np.asarray(m.colour, np.float32) * m.strength
-    mix = np.clip(m.variegation * (0.5 + 1.4 * smooth_noise(rng, size, 8)), 0, 1)[:, :, None]
-    delta = colour * (1 - mix) + np.asarray(m.second_colour, np.float32) * mix
-    log_img = np.log(np.clip(skin, 1e-3, 1)) + contrast * delta * mask[:, :, None]
-    if m.halo:  # erythema spreading beyond the border
-        halo = np.exp(-((r / (radius * (1 + m.halo))) ** 2))
-        log_img += contrast * 0.6 * np.asarray(RED, np.float32) * halo[:, :, None]
+
+def _surface(rng: np.random.Generator, m, log_img: np.ndarray, grid, centre, mask: np.ndarray,
+             contrast: float) -> None:
+    """Add the surface features of the morphology to ``log_img`` in place: warts, crust,
+    pearly sheen with vessels, scale, vesicles."""
+    xx, yy = grid
+    cx, cy, radius = centre
+    size = log_img.shape[0]
     if m.warty:
         log_img += contrast * m.warty * 0.22 * smooth_noise(rng, size, size // 5)[:, :, None] * mask[:, :, None]
     if m.crust:
@@ -126,5 +142,3 @@ def render_lesion(rng: np.random.Generator, skin: np.ndarray, condition: str,
             rim = _disc((xx, yy), vx, vy, max(1.6, size / 128 * 3.0))
             log_img += contrast * (0.5 * np.asarray(RED, np.float32) * rim[:, :, None]
                                    + 0.6 * np.asarray(FLAKE, np.float32) * v[:, :, None])
-    img = np.exp(log_img)
-    return np.clip(img, 0, 1), mask.astype(np.float32)

@@ -1,5 +1,6 @@
 """Every dashboard page on the tiny fixture store (Streamlit AppTest): no exception, and
 its main numbers equal the store's."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,12 @@ def test_slices_page_table_matches_the_store(env):
     np.testing.assert_allclose(shown.sort_index(), stored.sort_index())
 
 
-def test_cases_page_shows_a_case_as_text(env):
+def test_cases_page_shows_the_cases_note_as_text(env, quick_run):
     at = _page("5_Cases.py", env["store"], env["run_id"], model="text_only", split="test").run()
     assert not at.exception
-    assert at.text and at.text[0].value  # the note, as plain text
+    case_id = at.selectbox(key="case").value
+    cases = quick_run["cases"].set_index("case_id")
+    assert at.text[0].value == (cases.loc[case_id, "note"] or "(no note)")  # st.text: plain text, never Markdown
 
 
 def test_reliability_page_shows_the_stored_ece(env):
@@ -139,4 +142,7 @@ def test_handoff_page_builds_the_document(env):
     at = _page("6_Handoff.py", env["store"], env["run_id"]).run()
     at.button(key="handoff.build").click().run()
     assert not at.exception
-    assert at.success and "pages" in at.success[0].value
+    pdf = at.session_state["handoff.files"]["handoff.pdf"]
+    pages = len(re.findall(rb"/Type\s*/Page\b", pdf))
+    assert pdf.startswith(b"%PDF") and at.success[0].value.startswith(f"{pages} pages, ")
+    assert [b.label for b in at.get("download_button")][-2:] == ["Download handoff.pdf", "Download handoff.md"]

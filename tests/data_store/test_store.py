@@ -78,7 +78,7 @@ def test_a_running_run_whose_process_died_reads_as_interrupted(tmp_path):
     ("[Errno 13] Permission denied: 'data/report'", "read-only"),
 ])
 def test_full_disk_and_read_only_errors_say_what_to_do(text, hint):
-    from data_store.store import cli_message
+    from data_store.errors import cli_message
 
     assert hint in cli_message(OSError(text))
     assert cli_message(ValueError("label is empty.")) == "label is empty."

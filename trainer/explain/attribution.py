@@ -224,7 +224,7 @@ def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
     """Rebuild a stored model of a run from its artifacts folder."""
     from safetensors.torch import load_model
 
-    from trainer.config import run_config
+    from trainer.config import BASELINES, run_config
     from trainer.encoders.image import OpenClipImageEncoder, SmallCNN
     from trainer.encoders.text import TextEncoder
     from trainer.models.checkpoints import load_checkpoint
@@ -253,7 +253,7 @@ def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
         size = tower.image_size
     parts = None
     if model_name == "late_fusion":
-        parts = {m: load_checkpoint(run_dir / m) for m in ("text_only", "image_only")}
+        parts = {m: load_checkpoint(run_dir / m) for m in BASELINES}
     return CasePipeline(model, text_encoder, image_encoder, parts, image_size=size)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainer.config import FitConfig
+from trainer.config import BASELINES, FitConfig
 from trainer.encoders.cache import Features
 from trainer.models import build_model
 from trainer.models.checkpoints import save_checkpoint
@@ -26,7 +26,7 @@ def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_d
 
 def _late_fusion(model, logits: dict, y: np.ndarray, val_idx: np.ndarray, n_classes: int):
     """Fit the weights of the single-modality models' log-probabilities on val; logits of every eval row."""
-    logp = {m: torch.log_softmax(torch.from_numpy(logits[m]), 1) for m in ("text_only", "image_only")}
+    logp = {m: torch.log_softmax(torch.from_numpy(logits[m]), 1) for m in BASELINES}
     val = np.arange(len(val_idx))  # eval rows start with the val rows
     model.fit(logp["text_only"][val], logp["image_only"][val], torch.from_numpy(y[val_idx]),
               class_weights(y[val_idx], n_classes))

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from trainer.config import FitConfig
+from trainer.config import BASELINES, FitConfig
 from trainer.evaluation.audit import patient_weights
 from trainer.posthoc.audit_tables import Scored, audit_model, case_frame, comparisons, slice_families
 from trainer.posthoc.steps import SPLITS, PolicySettings, calibrate, conformal_sets, fit_policies, score_deferral
@@ -47,7 +47,7 @@ def posthoc_tables(preds: pd.DataFrame, cases: pd.DataFrame, classes: list[str],
     weights = {s: patient_weights(frame.loc[frame["split"] == s, "patient_id"].to_numpy(), cfg.n_boot, cfg.seed + i)
                for i, s in enumerate(SPLITS)}
     u = np.random.default_rng(cfg.seed).random(len(frame))  # randomised APS, one draw per case
-    single = {m: calibrated[m][1] for m in ("text_only", "image_only") if m in calibrated}
+    single = {m: calibrated[m][1] for m in BASELINES if m in calibrated}
     rows: dict[str, list] = {k: [] for k in TABLES}
     f1, pred_rows = {}, []
     for model, frame in frames.items():

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trainer.config import BASELINES
 from trainer.evaluation import metrics as M
 from data_store.fitzpatrick import fitzpatrick_group, fitzpatrick_type
 from trainer.evaluation.audit import CaseOutcomes, audit_rows, bootstrap_slices
 from trainer.posthoc.steps import SPLITS
 
-BASELINES = ("text_only", "image_only")
 GRID = np.linspace(0.01, 1.0, 100)  # coverages of the stored risk-coverage curves
 CURVE_SLICES = ("overall", "fitzpatrick_group", "clinic")
 POINT_SLICES = ("overall", "fitzpatrick_group", "clinic")

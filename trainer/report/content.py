@@ -10,18 +10,7 @@ import pandas as pd
 
 from trainer.config import BASELINES, FUSION_MODELS
 from trainer.report.document import ChartSpec, Document, Section
-
-
-def p3(x) -> str:
-    return "n/a" if pd.isna(x) else f"{x:.3f}"
-
-
-def pct(x) -> str:
-    return "n/a" if pd.isna(x) else f"{100 * x:.1f}%"
-
-
-def ci(row) -> str:
-    return f"{p3(row['value'])} ({p3(row['ci_low'])} to {p3(row['ci_high'])})"
+from trainer.report.numbers import ci, p3, pct
 
 
 def _pick_model(m: pd.DataFrame) -> str:

@@ -62,3 +62,18 @@ def from_predictions(preds: pd.DataFrame, urgent_classes) -> OperatingPoints:
                            preds["y_true"].isin(urgent).to_numpy(), preds["y_pred"].isin(urgent).to_numpy(),
                            {"fitzpatrick_group": fitzpatrick_group(preds["fitzpatrick"]),
                             "clinic": preds["clinic"].astype(str).to_numpy()})
+
+
+def policy_rows(points: dict[str, OperatingPoints], threshold: float, base_threshold: float,
+                params: dict) -> pd.DataFrame:
+    """A threshold as rows of the policies table, for every split in ``points``: overall
+    and per skin-tone group, with the extra deferral against ``base_threshold`` (the run's
+    default policy)."""
+    rows = []
+    for split, p in points.items():
+        view, base = p.at(threshold), p.at(base_threshold)
+        keep = view.slice.isin(["overall", "fitzpatrick_group"])
+        rows.append(view[keep].assign(split=split, threshold=threshold,
+                                      extra_defer_rate=(view.defer_rate - base.defer_rate)[keep],
+                                      params=[params] * int(keep.sum())))
+    return pd.concat(rows, ignore_index=True)

@@ -1,0 +1,78 @@
+"""Regenerate the generated files of docs/ from a store: the default run's clinical handoff
+document (docs/clinical_handoff/: handoff.pdf, handoff.md, its figures, slices/) and a
+screenshot of every dashboard page (docs/screenshots/).
+
+    python docs/regenerate.py [--db data/triage.duckdb] [--run RUN] [--only report|screenshots]
+
+RUN defaults to the newest complete run of the store. Screenshots need Debian's chromium
+and Playwright (both installed by ./run.sh test). The data behind them are simulated unless
+the store says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data_store.store import TriageStore  # noqa: E402
+from trainer.commands.report import write_report  # noqa: E402
+
+DOCS = ROOT / "docs"
+
+
+def newest_run(db: Path) -> str:
+    with TriageStore(db, read_only=True) as store:
+        runs = store.list_runs()
+    runs = runs[runs.status == "complete"]
+    if runs.empty:
+        raise SystemExit(f"{db} holds no complete run; train one first (./run.sh fit).")
+    return str(runs["run_id"].iloc[0])
+
+
+def screenshots(db: Path, run_id: str, out: Path) -> list[Path]:
+    """Every page of the dashboard on ``run_id``, full height, at 1400x1000."""
+    from tests.dashboard.browser import PAGES, Server, browser, settle
+
+    out.mkdir(parents=True, exist_ok=True)
+    server = Server(db)
+    with tempfile.TemporaryDirectory() as profile:
+        pw, context = browser(Path(profile))
+        try:
+            page = context.new_page()
+            written = []
+            for name in PAGES:
+                page.goto(server.url(name, run=run_id, model="late_fusion", split="test"))
+                page.wait_for_selector('[data-testid="stMain"]', timeout=90_000)
+                page.wait_for_timeout(1500)
+                settle(page)
+                written.append(out / f"{name or 'Home'}.png")
+                page.screenshot(path=str(written[-1]), full_page=True)
+        finally:
+            context.close()
+            pw.stop()
+            server.stop()
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    parser.add_argument("--run", help="run_id (default: the newest complete run)")
+    parser.add_argument("--only", choices=("report", "screenshots"), help="regenerate one of the two")
+    args = parser.parse_args()
+    db = Path(args.db).resolve()
+    run_id = args.run or newest_run(db)
+    if args.only != "screenshots":
+        result = write_report(db, run_id, DOCS / "clinical_handoff")
+        print(f"wrote {result['pdf']} ({result['pages']} pages) and {result['slices']} slice tables")
+    if args.only != "report":
+        print(f"wrote {len(screenshots(db, run_id, DOCS / 'screenshots'))} screenshots to {DOCS / 'screenshots'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
