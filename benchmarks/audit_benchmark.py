@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._doc import machine, replace_block  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
 from trainer.evaluation import metrics as M  # noqa: E402
+from trainer.config import run_config  # noqa: E402
 from trainer.evaluation.audit import CaseOutcomes, audit_rows, bootstrap_slices, patient_weights  # noqa: E402
 from trainer.posthoc.audit_tables import case_frame, slice_families  # noqa: E402
 
@@ -46,7 +47,7 @@ def load(db: str, run_id: str) -> dict:
         conformal = store.read_table("conformal", run_id, split="test", method="lac", mode="mondrian")
     classes = list(run["classes"])
     urgent = np.isin(classes, list(info["urgent_classes"]))
-    default = json.loads(run["config"])["default_policy"]
+    default = run_config(run["config"]).default_policy
     out = {}
     for model, g in preds[preds["split"] == "test"].groupby("model"):
         f = case_frame(g, cases, classes)

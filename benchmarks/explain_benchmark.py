@@ -5,9 +5,10 @@ stored), and render a stored example for the docs.
 
 Cold: a fresh process loads the run's models and explains one case (what the first click
 on a case costs); warm: the next cases in the same process. Writes the `explain` block of
-docs/BENCHMARKS.md, benchmarks/results/explain.json and docs/attribution_example.png (a
-stored case of the run: photo, Integrated Gradients and Occlusion overlays, the note's
-words tinted by score). Simulated data: not clinical evidence.
+docs/BENCHMARKS.md, benchmarks/results/explain.json and benchmarks/results/attribution_example.png
+(a stored case of the run: photo, Integrated Gradients and Occlusion overlays, the note's
+words tinted by score; the handoff document carries the same figure). Simulated data: not
+clinical evidence.
 """
 from __future__ import annotations
 
@@ -48,13 +49,14 @@ def worker(db: str, run_id: str, model: str, case_ids: list[str]) -> None:
 
 
 def render_example(db: str, run_id: str, model: str) -> str:
-    """Draw the report's attribution example into docs/; returns its case id."""
+    """Draw the report's attribution example into benchmarks/results/; returns its case id."""
     from trainer.commands.report import example_figure
 
     fig, case_id = example_figure(db, run_id, model)
     if fig is None:
         raise SystemExit(f"No stored attributions of {model} in run {run_id}: run `python -m trainer explain`.")
-    fig.save(ROOT / "docs" / "attribution_example.png")
+    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+    fig.save(ROOT / "benchmarks" / "results" / "attribution_example.png")
     return case_id
 
 

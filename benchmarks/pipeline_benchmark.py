@@ -6,7 +6,7 @@ Runs what ``./run.sh`` runs on a fresh machine (after the install), each step as
 process in an empty work folder: simulate DermSynth, ingest it, ``fit`` on an empty feature
 cache, ``fit`` again on the warm cache, ``explain``, ``report``. Peak memory is each
 process's peak resident set (Linux VmHWM; the rendering workers of ``synth`` separately);
-inside ``fit`` each stage's peak comes from ``runs.timings`` (trainer/stages.py).
+inside ``fit`` each stage's peak comes from ``runs.timings`` (trainer/timings.py).
 Writes benchmarks/results/pipeline.json and the `pipeline` and `fit` blocks of
 docs/BENCHMARKS.md. Simulated data: not clinical evidence.
 """
@@ -127,7 +127,7 @@ def write_docs(result: dict, args) -> None:
     c, w = steps["fit (empty cache)"]["seconds"], steps["fit (warm cache)"]["seconds"]
     text = (f"## `fit` on DermSynth-14k: each stage\n\nMachine: {result['machine']}.\nCommand: `{command}` "
             "(its two fits: `python -m trainer fit` on an empty feature cache, then again on the warm cache). "
-            "Peak memory per stage is the process's peak resident set during that stage (trainer/stages.py).\n\n"
+            "Peak memory per stage is the process's peak resident set during that stage (trainer/timings.py).\n\n"
             f"- empty cache: {c / 60:.1f} min ({c:.0f} s); target under 15 min\n"
             f"- warm cache: {w / 60:.1f} min ({w:.0f} s); ratio {w / c:.2f} (target under 0.33)\n\n"
             f"{stage_table.to_markdown()}\n")

@@ -25,6 +25,8 @@ from benchmarks._doc import replace_block  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
 from trainer.config import MODEL_NAMES as ORDER  # noqa: E402
 from trainer.evaluation.metrics import macro_f1, per_class_recall  # noqa: E402
+from trainer.config import run_config  # noqa: E402
+from trainer.report.numbers import interval  # noqa: E402
 
 SPLITS = {"calib": "calib (training clinics, out of fold)", "val": "val (training clinics)",
           "test": "test (held-out clinic)"}
@@ -57,7 +59,7 @@ def read(db: str, run_id: str) -> dict:
 
 
 def _fmt(row) -> str:
-    return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    return interval(row["value"], row["ci_low"], row["ci_high"])
 
 
 def calibration_table(r: dict) -> pd.DataFrame:
@@ -100,7 +102,7 @@ def tone_gap(r: dict, model: str = "image_only") -> pd.DataFrame:
         v = g.loc["V-VI"]
         rows.append({"split": split, "accuracy V-VI": _fmt(v), "n": int(v["n"]),
                      "best-served group": v["gap_reference"],
-                     "gap": f"{v['gap']:.3f} [{v['gap_low']:.3f}, {v['gap_high']:.3f}]",
+                     "gap": interval(v["gap"], v["gap_low"], v["gap_high"]),
                      "flagged": bool(v["flagged"])})
     return pd.DataFrame(rows).set_index("split")
 
@@ -122,15 +124,15 @@ def main() -> None:
     parser.add_argument("--tone0-run", help="a run on DermSynth simulated with --tone-effect 0")
     args = parser.parse_args()
     r = read(args.db, args.run)
-    config = json.loads(r["run"]["config"])
+    config = run_config(r["run"]["config"])
     replace_block(ROOT / "README.md", "results",
-                  f"Run `{args.run}` (seed {config['seed']}) of dataset `{r['run']['dataset']}`, held-out clinic "
+                  f"Run `{args.run}` (seed {config.seed}) of dataset `{r['run']['dataset']}`, held-out clinic "
                   f"`{r['run']['heldout_clinic']}`, test split. **Simulated data: not clinical evidence.** "
                   f"acc_<category> is the share of that category's cases classified correctly.\n\n"
                   f"{r['heldout'].round(3).to_markdown()}\n\n"
                   f"Written by `python benchmarks/posthoc_report.py`; training times in docs/BENCHMARKS.md.")
     comp = r["comparisons"][r["comparisons"].split == "test"].copy()
-    comp["macro F1 difference [95% CI]"] = comp.apply(_fmt, axis=1)
+    comp["macro F1 difference (95% CI)"] = comp.apply(_fmt, axis=1)
     parts = [
         f"Run `{args.run}`; **simulated data, not clinical evidence.** Written by "
         f"`python benchmarks/posthoc_report.py`.",
@@ -138,10 +140,10 @@ def main() -> None:
         "of fold; the deferral score's own ECE against the observed need for review, and its AUROC for "
         "catching errors, on the held-out clinic.",
         calibration_table(r).to_markdown(),
-        f"**Conformal sets** (LAC, Mondrian by skin-tone group, target coverage {1 - config['alpha']:.2f}): "
+        f"**Conformal sets** (LAC, Mondrian by skin-tone group, target coverage {1 - config.alpha:.2f}): "
         "coverage per group; on the training clinics `ok` means within 0.05 of the target (groups of "
         "n >= 100), the held-out clinic is reported as it is.",
-        coverage_table(r, config["alpha"]).to_markdown(),
+        coverage_table(r, config.alpha).to_markdown(),
         "**Skin-tone audit of the image-only model**: accuracy of Fitzpatrick V-VI with its 95% patient-"
         "bootstrap interval, and its gap to the best-served group (`flagged`: the gap's interval excludes 0).",
         tone_gap(r).to_markdown(),
@@ -153,10 +155,10 @@ def main() -> None:
         parts += [f"The same on run `{args.tone0_run}` of `{r0['run']['dataset']}` (DermSynth simulated with "
                   f"`--tone-effect 0`: no planted skin-tone effect):", tone_gap(r0).to_markdown()]
         result["tone_gap_tone0"] = tone_gap(r0).reset_index().to_dict("records")
-    parts += [f"**Deferral policies of late_fusion** (fitted on calib; default `{config['default_policy']}`):",
+    parts += [f"**Deferral policies of late_fusion** (fitted on calib; default `{config.default_policy}`):",
               policy_table(r).to_markdown(),
               "**Paired comparisons on the held-out clinic** (fusion minus baseline, same resampled patients):",
-              comp.set_index(["model", "baseline"])[["macro F1 difference [95% CI]"]].to_markdown()]
+              comp.set_index(["model", "baseline"])[["macro F1 difference (95% CI)"]].to_markdown()]
     replace_block(ROOT / "README.md", "posthoc", "\n\n".join(parts))
     (ROOT / "benchmarks" / "results" / "posthoc.json").write_text(json.dumps(result, indent=2, default=str))
     print("\n\n".join(parts))

@@ -10,10 +10,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard import charts, queries, tables, ui  # noqa: E402
 
-st.set_page_config(page_title="Skin triage", layout="wide")
-st.title("Skin triage: multimodal model audit")
-
-path, version = ui.store_or_stop()
+path, version = ui.page_start("Skin triage: multimodal model audit")
 datasets = ui.read_or_stop(queries.datasets, path, version)
 if datasets.empty:
     st.info(f"The store `{path}` holds no dataset yet. Ingest one with `python -m data_store ingest`.")
@@ -66,6 +63,6 @@ run = tables.row(runs, "run_id", run_id)
 st.caption(f"Dataset {ui.plain(run['dataset'])}, held-out clinic {ui.plain(run['heldout_clinic'])}, finished "
            f"{run['finished_at']:%Y-%m-%d %H:%M}. Every page below reads this run (the `run` query parameter).")
 metrics = queries.run_table(path, version, run_id, "metrics", slice="overall")
-st.markdown("**Held-out clinic (test split)**: value [95% patient-bootstrap interval]; deferral at the "
+st.markdown("**Held-out clinic (test split)**: value (95% patient-bootstrap interval); deferral at the "
             "run's default policy.")
 st.dataframe(tables.headline(metrics), width="stretch")

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from data_store.store import StoreError, TriageStore
-from trainer.config import run_config
+from trainer.config import stored_default_policy
 from trainer.uncertainty.operating_points import OperatingPoints, from_predictions
 
 
@@ -54,7 +54,7 @@ def urgent_classes(path: str, version: float | None, dataset: str) -> tuple[str,
 
 def default_policy(run: pd.Series) -> str:
     """The policy behind a run's audit (its settings' default_policy)."""
-    return run_config(run["config"]).default_policy
+    return stored_default_policy(run["config"])
 
 
 @st.cache_data(show_spinner=False)

@@ -1,16 +1,18 @@
 """Pure table shaping for pages: stored rows in, display frames out. No reads."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from data_store.fitzpatrick import fitzpatrick_group, fitzpatrick_label
 from trainer.config import MODEL_NAMES
+from trainer.evaluation.audit import SLICE_FAMILIES
 from trainer.evaluation.metrics import confusion_matrix
 from trainer.report.numbers import ci
 
 HEADLINE = ("macro_f1", "accuracy", "ece", "defer_rate", "accepted_accuracy", "missed_urgent_rate")
-FAMILIES = ("fitzpatrick_group", "fitzpatrick", "clinic", "category", "fitzpatrick_group x clinic")
 PERCENT = {"defer_rate": "{:.1%}", "coverage": "{:.1%}", "accepted_accuracy": "{:.1%}",
            "missed_urgent_rate": "{:.1%}"}
 
@@ -97,7 +99,7 @@ def conformal_coverage(conf: pd.DataFrame) -> pd.DataFrame:
 def slice_families(metrics: pd.DataFrame) -> list[str]:
     """Slice families of a metrics table: the standard ones first, then any extra column."""
     present = set(metrics["slice"])
-    return [f for f in FAMILIES if f in present] + sorted(present - set(FAMILIES) - {"overall"})
+    return [f for f in SLICE_FAMILIES if f in present] + sorted(present - set(SLICE_FAMILIES) - {"overall"})
 
 
 def metric_names(metrics: pd.DataFrame, family: str) -> list[str]:
@@ -161,6 +163,13 @@ def attribution_rows(attr: pd.DataFrame) -> tuple[pd.Series, pd.Series | None]:
     """The Integrated Gradients row of one case's attributions and its Occlusion row (or None)."""
     occ = attr[attr.method == "occlusion"]
     return attr[attr.method == "integrated_gradients"].iloc[0], occ.iloc[0] if len(occ) else None
+
+
+def attribution_title(ig: pd.Series) -> str:
+    """The title of a case's attribution figure: the class explained and each modality's share."""
+    share = json.loads(ig["modality_share"])
+    return (f"explaining {ig['target_class']}: image {share['image']:.0%}, note {share['text']:.0%} "
+            f"(IG completeness gap {ig['convergence_delta']:.3f})")
 
 
 def handoff_sections(metrics: pd.DataFrame, calibrators: pd.DataFrame, policies: pd.DataFrame) -> dict:

@@ -33,14 +33,19 @@ class PageContext:
 def header(title: str, caption: str | None = None, model: bool = True, split: bool = True) -> PageContext:
     """Page config, title, store check, run picker and banner, then the model and split
     pickers asked for (in the sidebar). Stops the page with guidance when there is nothing to show."""
+    path, version = page_start(title, caption)
+    run = run_or_stop(path, version)
+    return PageContext(path, version, run, model_picker() if model else None,
+                       choose("Split", SPLITS, "split") if split else None)
+
+
+def page_start(title: str, caption: str | None = None) -> tuple[str, float]:
+    """Page config and title, then the store (stops the page with guidance when there is none)."""
     st.set_page_config(page_title=title, layout="wide")
     st.title(title)
     if caption:
         st.caption(caption)
-    path, version = store_or_stop()
-    run = run_or_stop(path, version)
-    return PageContext(path, version, run, model_picker() if model else None,
-                       choose("Split", SPLITS, "split") if split else None)
+    return store_or_stop()
 
 
 def model_picker(label: str = "Model", where=st.sidebar) -> str:

@@ -44,4 +44,4 @@ def fitzpatrick_group(fitzpatrick) -> np.ndarray:
 
 def fitzpatrick_type(fitzpatrick) -> np.ndarray:
     """'I'..'VI' or 'unknown' for each Fitzpatrick type 1..6 (NaN: unknown)."""
-    return np.array([ROMAN[int(f)] if pd.notna(f) else "unknown" for f in fitzpatrick], dtype=object)
+    return np.array([fitzpatrick_label(f) for f in fitzpatrick], dtype=object)

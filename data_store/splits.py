@@ -7,6 +7,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 SPLITS = ("train", "val", "calib", "test")
+EVAL_SPLITS = SPLITS[1:]  # the splits every model predicts, and the audit reports
 N_FOLDS = 20
 DEFAULT_FOLDS = {"train": 14, "val": 3, "calib": 3}  # 70% / 15% / 15% of the training clinics
 
@@ -43,3 +44,15 @@ def make_splits(cases: pd.DataFrame, heldout_clinic: str, seed: int = 0,
     names = np.asarray(["train", "val", "calib"])[np.searchsorted(edges, fold_of, side="right")]
     split[~test_mask] = names
     return split
+
+
+def subsample(split: pd.Series, max_cases: int | None, seed: int) -> pd.Series:
+    """Keep about max_cases cases, the same share of each split (for quick runs)."""
+    if not max_cases or max_cases >= len(split):
+        return split
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, ids in split.groupby(split).groups.items():
+        k = max(8, int(round(len(ids) * max_cases / len(split))))
+        keep.extend(rng.choice(np.asarray(ids), size=min(k, len(ids)), replace=False))
+    return split.loc[sorted(keep)]

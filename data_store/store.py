@@ -179,7 +179,7 @@ class TriageStore:
                            WHERE run_id = ?""", [timings_json, run_id])
 
     def write_posthoc(self, run_id: str, posthoc: dict[str, pd.DataFrame], config_json: str | None = None) -> None:
-        """Replace a run's post-hoc tables (``python -m trainer calibrate``), in one transaction."""
+        """Replace a run's post-hoc tables (``python -m trainer posthoc``), in one transaction."""
         con = self.con
         with self.transaction():
             # Predictions of schema 1 held the raw probabilities in probs: keep them as probs_uncal.

@@ -59,11 +59,16 @@ def screenshots(db: Path, run_id: str, out: Path) -> list[Path]:
 
 
 def main() -> int:
+    from data_store.errors import run_command
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
     parser.add_argument("--run", help="run_id (default: the newest complete run)")
     parser.add_argument("--only", choices=("report", "screenshots"), help="regenerate one of the two")
-    args = parser.parse_args()
+    return run_command(_regenerate, parser.parse_args())
+
+
+def _regenerate(args) -> int:
     db = Path(args.db).resolve()
     run_id = args.run or newest_run(db)
     if args.only != "screenshots":

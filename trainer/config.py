@@ -56,7 +56,7 @@ class FitConfig:
     unified_embed_dim: int = 64
     threads: int = 2
     cache_dir: str = "data/cache"
-    # After training, all fitted on the calib split (see trainer/calibrate.py).
+    # After training, all fitted on the calib split (see trainer/posthoc/).
     calibrators: tuple[str, ...] = ("temperature", "vector", "isotonic")  # chosen by out-of-fold NLL
     calib_folds: int = 5
     urgent_doubt: float = 0.2  # a non-urgent call still giving urgent classes this much needs review
@@ -142,6 +142,13 @@ def load_config(path: str | Path | None = None, preset: str = "default", **overr
 
 def run_config(config_json: str, **overrides) -> FitConfig:
     """The settings a stored run was trained with (``runs.config`` or the run's
-    config.json), without the metadata stored beside them, and with ``overrides``."""
+    config.json), without the metadata stored beside them, and with ``overrides``. Refuses
+    settings this version does not know: re-fitting must not silently drop one."""
     stored = json.loads(config_json)
     return FitConfig.from_dict({**{k: v for k, v in stored.items() if k not in RUN_METADATA}, **overrides})
+
+
+def stored_default_policy(config_json: str) -> str:
+    """The policy behind a stored run's audit, for display: read even from a run whose
+    other settings this version does not know."""
+    return json.loads(config_json).get("default_policy", FitConfig.default_policy)

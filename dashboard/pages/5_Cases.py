@@ -5,8 +5,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import json  # noqa: E402
-
 import streamlit as st  # noqa: E402
 
 from dashboard import charts, queries, tables, ui  # noqa: E402
@@ -59,8 +57,6 @@ if attr.empty:
                 st.error(str(exc))
 if not attr.empty:
     ig, occlusion = tables.attribution_rows(attr)
-    share = json.loads(ig["modality_share"])
     fig = attribution_figure(lambda side: load_rgb(case["image_path"], side), ig, occlusion,
-                             f"explaining {ig['target_class']}: image {share['image']:.0%}, note {share['text']:.0%} "
-                             f"(IG completeness gap {ig['convergence_delta']:.3f})")
+                             tables.attribution_title(ig))
     st.image(fig, caption="Red: evidence for the predicted class; blue: against.")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_store.store import TriageStore
-from trainer.config import run_config
+from trainer.config import stored_default_policy
 from trainer.explain.records import rows_for, select_cases
 
 @functools.lru_cache(maxsize=8)
@@ -46,7 +46,7 @@ def explain_run(db, run_id: str, models: list[str] | None = None, n_cases: int =
         cases = store.read_cases(run["dataset"]).set_index("case_id")
         policies = store.read_table("policies", run_id, split="calib", slice="overall")
     classes = list(run["classes"])
-    default = run_config(run["config"]).default_policy
+    default = stored_default_policy(run["config"])
     models = models or sorted(preds["model"].unique())
     unknown = sorted(set(models) - set(preds["model"]))
     if unknown:

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from data_store.runlock import RunLock
-from data_store.splits import make_splits
+from data_store.splits import make_splits, subsample
 from data_store.store import TriageStore
 from trainer.config import FitConfig, run_config
 from trainer.encoders.cache import CacheStats
@@ -45,18 +45,6 @@ def resolve_heldout(info: dict, cases: pd.DataFrame, requested: str | None) -> s
         raise FitError(f"Held-out clinic {heldout!r} is not in dataset {info['dataset']!r}; "
                        f"clinics: {', '.join(clinics)}.")
     return heldout
-
-
-def subsample(split: pd.Series, max_cases: int | None, seed: int) -> pd.Series:
-    """Keep about max_cases cases, the same share of each split (for quick runs)."""
-    if not max_cases or max_cases >= len(split):
-        return split
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, ids in split.groupby(split).groups.items():
-        k = max(8, int(round(len(ids) * max_cases / len(split))))
-        keep.extend(rng.choice(np.asarray(ids), size=min(k, len(ids)), replace=False))
-    return split.loc[sorted(keep)]
 
 
 def code_version() -> str:

@@ -37,6 +37,7 @@ def example_figure(db, run_id: str, model: str):
     and its case id; (None, None) when there is none, (None, case id) when its photo is unreadable."""
     from data_store.images import load_rgb
     from trainer.explain.figures import attribution_figure
+    from trainer.explain.records import example_attribution
 
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
@@ -44,13 +45,7 @@ def example_figure(db, run_id: str, model: str):
         preds = store.read_predictions(run_id, model).set_index("case_id")
         if attr.empty:
             return None, None
-        ig = attr[attr.method == "integrated_gradients"].copy()
-        ig["defer_score"] = preds.loc[ig["case_id"], "defer_score"].to_numpy()
-        ig["n_words"] = ig["tokens"].map(len)
-        row = ig.sort_values(["n_words", "defer_score", "case_id"], ascending=[False, False, True]).iloc[0] \
-            if (ig.n_words < 8).all() else ig[ig.n_words >= 8].sort_values(
-                ["defer_score", "case_id"], ascending=[False, True]).iloc[0]
-        occ = attr[(attr.case_id == row["case_id"]) & (attr.method == "occlusion")]
+        row, occ = example_attribution(attr, preds["defer_score"])
         case = store.read_case(run["dataset"], row["case_id"])
         simulated = " (simulated)" if store.read_dataset(run["dataset"])["simulated"] else ""
     pred = preds.loc[row["case_id"]]
@@ -59,8 +54,7 @@ def example_figure(db, run_id: str, model: str):
              f"deferral score {pred['defer_score']:.2f}; photo {share['image']:.0%}, note {share['text']:.0%} "
              "of the attribution")
     try:
-        figure = attribution_figure(lambda side: load_rgb(case["image_path"], side), row,
-                                    occ.iloc[0] if len(occ) else None, title)
+        figure = attribution_figure(lambda side: load_rgb(case["image_path"], side), row, occ, title)
     except OSError:
         return None, row["case_id"]
     return figure, row["case_id"]

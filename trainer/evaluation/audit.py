@@ -16,6 +16,8 @@ import pandas as pd
 
 from trainer.evaluation.metrics import N_BINS, bin_index
 
+# The slice families of every audit, in the order pages show them ("overall" aside).
+SLICE_FAMILIES = ("fitzpatrick_group", "fitzpatrick", "clinic", "category", "fitzpatrick_group x clinic")
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "balanced_accuracy": True, "accepted_accuracy": True,
                     "category_accuracy": True, "ece": False, "ece_uncalibrated": False, "nll": False,
                     "brier": False, "defer_rate": False, "missed_urgent_rate": False}

@@ -41,3 +41,18 @@ def rows_for(run_id: str, model: str, case_id: str, classes: list[str], e, n_ste
         rows.append({**base, "method": "occlusion", "image_heatmap": encode_heatmap(e.heatmap_occlusion),
                      "heatmap_side": side})
     return rows
+
+
+def example_attribution(attr: pd.DataFrame, defer_score: pd.Series) -> tuple[pd.Series, pd.Series | None]:
+    """The example a document shows from one model's stored attributions: the most deferred
+    case whose note has at least 8 words (else the longest note), as its Integrated
+    Gradients row and its Occlusion row (or None). ``defer_score``: indexed by case_id."""
+    ig = attr[attr.method == "integrated_gradients"].copy()
+    ig["defer_score"] = defer_score.loc[ig["case_id"]].to_numpy()
+    ig["n_words"] = ig["tokens"].map(len)
+    if (ig.n_words < 8).all():
+        row = ig.sort_values(["n_words", "defer_score", "case_id"], ascending=[False, False, True]).iloc[0]
+    else:
+        row = ig[ig.n_words >= 8].sort_values(["defer_score", "case_id"], ascending=[False, True]).iloc[0]
+    occ = attr[(attr.case_id == row["case_id"]) & (attr.method == "occlusion")]
+    return row, occ.iloc[0] if len(occ) else None

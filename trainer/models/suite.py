@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data_store.splits import EVAL_SPLITS
 from trainer.config import BASELINES, FitConfig
 from trainer.encoders.cache import Features
 from trainer.models import build_model
@@ -15,7 +16,6 @@ from trainer.models.checkpoints import save_checkpoint
 from trainer.models.train import Inputs, class_weights, predict_logits, train_classifier
 from trainer.timings import lap
 
-EVAL_SPLITS = ("val", "calib", "test")
 
 
 def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_dim: int) -> dict:

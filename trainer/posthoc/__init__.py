@@ -43,10 +43,10 @@ def posthoc_tables(preds: pd.DataFrame, cases: pd.DataFrame, classes: list[str],
         log(f"  calibrator {info['method']} (out-of-fold NLL / ECE: " +
             ", ".join(f"{k} {v['nll']:.3f} / {v['ece']:.3f}" for k, v in info["candidates"].items()) + ")")
         calibrated[model] = (probs_uncal, probs, info)
-    frame = next(iter(frames.values()))
-    weights = {s: patient_weights(frame.loc[frame["split"] == s, "patient_id"].to_numpy(), cfg.n_boot, cfg.seed + i)
+    first = next(iter(frames.values()))  # every model has the same cases, in the same order
+    weights = {s: patient_weights(first.loc[first["split"] == s, "patient_id"].to_numpy(), cfg.n_boot, cfg.seed + i)
                for i, s in enumerate(SPLITS)}
-    u = np.random.default_rng(cfg.seed).random(len(frame))  # randomised APS, one draw per case
+    u = np.random.default_rng(cfg.seed).random(len(first))  # randomised APS, one draw per case
     single = {m: calibrated[m][1] for m in BASELINES if m in calibrated}
     rows: dict[str, list] = {k: [] for k in TABLES}
     f1, pred_rows = {}, []
@@ -60,7 +60,7 @@ def posthoc_tables(preds: pd.DataFrame, cases: pd.DataFrame, classes: list[str],
         pred_rows.append(pred.assign(model=model, y_pred=np.asarray(classes)[np.stack(pred["probs"]).argmax(1)]))
         log(f"{model}: deferral, conformal sets, policies and audit in {time.perf_counter() - t:.1f} s")
     result = {k: pd.concat(v, ignore_index=True) for k, v in rows.items()}
-    result["comparisons"] = comparisons(f1, {s: int((frame["split"] == s).sum()) for s in SPLITS})
+    result["comparisons"] = comparisons(f1, {s: int((first["split"] == s).sum()) for s in SPLITS})
     result["predictions"] = pd.concat(pred_rows, ignore_index=True)[["model", "case_id", "probs", "y_pred",
                                                                      "defer_score"]]
     return result

@@ -12,7 +12,7 @@ import pandas as pd
 from trainer.config import BASELINES
 from trainer.evaluation import metrics as M
 from data_store.fitzpatrick import fitzpatrick_group, fitzpatrick_type
-from trainer.evaluation.audit import CaseOutcomes, audit_rows, bootstrap_slices
+from trainer.evaluation.audit import SLICE_FAMILIES, CaseOutcomes, audit_rows, bootstrap_slices
 from trainer.posthoc.steps import SPLITS
 
 GRID = np.linspace(0.01, 1.0, 100)  # coverages of the stored risk-coverage curves
@@ -143,11 +143,12 @@ def comparisons(f1: dict[str, dict[str, np.ndarray]], n: dict[str, int]) -> pd.D
 
 
 def slice_families(frame: pd.DataFrame, extra_columns: tuple[str, ...]) -> dict[str, np.ndarray]:
-    fam = {"overall": np.full(len(frame), "all", dtype=object),
-           "fitzpatrick": frame["fitzpatrick_type"].to_numpy(),
-           "fitzpatrick_group": frame["fitzpatrick_group"].to_numpy(),
-           "clinic": frame["clinic"].to_numpy(), "category": frame["y_true"].to_numpy(),
-           "fitzpatrick_group x clinic": (frame["fitzpatrick_group"] + " | " + frame["clinic"]).to_numpy()}
+    """Slice family -> (n,) group of each case: the standard families, then the extra columns."""
+    values = {"fitzpatrick": frame["fitzpatrick_type"], "fitzpatrick_group": frame["fitzpatrick_group"],
+              "clinic": frame["clinic"], "category": frame["y_true"],
+              "fitzpatrick_group x clinic": frame["fitzpatrick_group"] + " | " + frame["clinic"]}
+    assert set(values) == set(SLICE_FAMILIES)  # the dashboard lists SLICE_FAMILIES
+    fam = {"overall": np.full(len(frame), "all", dtype=object), **{k: v.to_numpy() for k, v in values.items()}}
     for col in extra_columns:
         fam[col] = frame[f"extra:{col}"].astype(str).to_numpy()
     return fam

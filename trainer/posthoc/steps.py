@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold
 
+from data_store.splits import EVAL_SPLITS
 from trainer.evaluation import metrics as M
 from trainer.uncertainty.calibration import log_probs, select_calibrator
 from trainer.uncertainty.conformal import SplitConformal
 from trainer.uncertainty.deferral import DeferralScorer, doubtful_rule_out
 from trainer.uncertainty.policies import GroupAccuracy, ReviewBudget, TargetAccuracy, UrgentSensitivity
 
-SPLITS = ("val", "calib", "test")
+SPLITS = EVAL_SPLITS
 
 
 @dataclass(frozen=True)

@@ -59,63 +59,75 @@ def _ci(row) -> list[str]:
     return [f"{row[c]:.3f}" for c in ("value", "ci_low", "ci_high")]
 
 
+def _rows(frame: pd.DataFrame, **where) -> pd.DataFrame:
+    return frame[np.logical_and.reduce([frame[k] == v for k, v in where.items()])]
+
+
 def _expected(d: dict, model: str) -> dict[str, list[str]]:
     """Section title -> the numbers it must state, each read from one store row and column."""
-    m, cfg = d["metrics"], d["config"]
-    test = m[(m.split == "test")]
-    mine = test[test.model == model]
-    one = lambda f, **kw: f[np.logical_and.reduce([f[k] == v for k, v in kw.items()])]  # noqa: E731
-    pol = d["policies"][(d["policies"].model == model) & (d["policies"].policy == cfg.default_policy) &
-                        (d["policies"].split == "test")]
-    overall = pol[pol.slice == "overall"].iloc[0]
-    by = d["by"]
-    out = {"Intended use": [], "Model Card and TRIPOD+AI": []}
-    out["Data and provenance"] = [f"{d['info']['n_cases']:,}", f"{d['info']['n_rejected']:,}", str(len(by["clinic"]))]
+    m, cfg, by = d["metrics"], d["config"], d["by"]
+    mine = m[(m.split == "test") & (m.model == model)]
+    data = [f"{d['info']['n_cases']:,}", f"{d['info']['n_rejected']:,}", str(len(by["clinic"]))]
     for r in by["fitzpatrick"].itertuples():  # the table: type (or "unknown") and count
-        out["Data and provenance"] += ([] if pd.isna(r.fitzpatrick) else [str(int(r.fitzpatrick))]) + [str(r.n)]
-    out["Data and provenance"] += [str(n) for n in by["clinic"]["n"]]
-    perf = ["95%"]  # the caption names the interval's level, a property of the method
-    for name in (model, "text_only", "image_only"):
-        perf += _ci(one(test, model=name, slice="overall", metric="macro_f1").iloc[0])
-        perf += [x for _, r in one(test, model=name, metric="category_accuracy").iterrows() for x in _ci(r)]
-    comp = d["comparisons"]
-    perf += [x for _, r in comp[(comp.model == model) & (comp.split == "test")].iterrows() for x in _ci(r)]
-    out["Performance on the held-out clinic"] = perf
+        data += ([] if pd.isna(r.fitzpatrick) else [str(int(r.fitzpatrick))]) + [str(r.n)]
+    data += [str(n) for n in by["clinic"]["n"]]
     acc = mine[(mine.metric == "accepted_accuracy") & mine.slice.isin(["overall", "fitzpatrick_group", "clinic",
                                                                         "category"])]
-    out["When the model is reliable"] = _pct(cfg.target_accuracy) + [x for _, r in acc.iterrows() for x in _ci(r)]
-    defer = _p3(overall["threshold"]) + _pct(overall["defer_rate"]) + _pct(overall["accepted_accuracy"]) + \
-        _pct(overall["missed_urgent_rate"])
-    defer += [x for _, r in pol.iterrows() for x in [str(r["n"])] + _pct(r["defer_rate"]) +
-              _pct(r["accepted_accuracy"]) + _pct(r["missed_urgent_rate"])]
-    defer += [x for _, r in one(mine, slice="category", metric="defer_rate").iterrows() for x in _pct(r["value"])]
-    val = m[(m.model == model) & (m.split == "val") & (m.slice == "clinic") & (m.metric == "defer_rate")]
-    defer += [x for _, r in val.iterrows() for x in _pct(r["value"])]
-    a = d["attributions"]
+    return {"Intended use": [], "Model Card and TRIPOD+AI": [], "Data and provenance": data,
+            "Performance on the held-out clinic": _performance(d, model),
+            "When the model is reliable": _pct(cfg.target_accuracy) + [x for _, r in acc.iterrows() for x in _ci(r)],
+            "Where deferral fires": _deferral(d, model),
+            "Known biases by skin tone": _bias(d, model),
+            "Calibration under the new clinic, and monitoring": _calibration(d, model)}
+
+
+def _performance(d: dict, model: str) -> list[str]:
+    test, comp = d["metrics"][d["metrics"].split == "test"], d["comparisons"]
+    out = ["95%"]  # the caption names the interval's level, a property of the method
+    for name in (model, "text_only", "image_only"):
+        out += _ci(_rows(test, model=name, slice="overall", metric="macro_f1").iloc[0])
+        out += [x for _, r in _rows(test, model=name, metric="category_accuracy").iterrows() for x in _ci(r)]
+    return out + [x for _, r in _rows(comp, model=model, split="test").iterrows() for x in _ci(r)]
+
+
+def _deferral(d: dict, model: str) -> list[str]:
+    m, a = d["metrics"], d["attributions"]
+    pol = _rows(d["policies"], model=model, policy=d["config"].default_policy, split="test")
+    overall = pol[pol.slice == "overall"].iloc[0]
+    out = _p3(overall["threshold"]) + [x for c in ("defer_rate", "accepted_accuracy", "missed_urgent_rate")
+                                        for x in _pct(overall[c])]
+    out += [x for _, r in pol.iterrows() for x in [str(r["n"])] + _pct(r["defer_rate"]) +
+            _pct(r["accepted_accuracy"]) + _pct(r["missed_urgent_rate"])]
+    for split, slice_ in (("test", "category"), ("val", "clinic")):
+        out += [x for v in _rows(m, model=model, split=split, slice=slice_, metric="defer_rate")["value"]
+                for x in _pct(v)]
     n_explained = int(((a.model == model) & (a.method == "integrated_gradients")).sum()) if len(a) else 0
-    out["Where deferral fires"] = defer + ([str(n_explained)] if n_explained else [])
-    bias = []
+    return out + ([str(n_explained)] if n_explained else [])
+
+
+def _bias(d: dict, model: str) -> list[str]:
+    m, cfg = d["metrics"], d["config"]
+    out = []
     for name in (model, "image_only"):
-        g = one(test, model=name, slice="fitzpatrick_group", metric="accuracy")
+        g = _rows(m, model=name, split="test", slice="fitzpatrick_group", metric="accuracy")
         if g["flagged"].any():
             worst = g[g.flagged].sort_values("gap").iloc[0]
-            bias += [f"{-worst[c]:.3f}" for c in ("gap", "gap_high", "gap_low")]
+            out += [f"{-worst[c]:.3f}" for c in ("gap", "gap_high", "gap_low")]
         if g["too_small"].any():
-            bias += [str(cfg.min_slice_n)] + [str(int(n)) for n in g[g.too_small]["n"]]
-    fitz = by["fitzpatrick"].dropna(subset=["fitzpatrick"])
-    bias += sorted(str(int(f)) for f in fitz.sort_values("n")["fitzpatrick"].head(2))
-    bias += [x for _, r in mine[(mine.slice == "fitzpatrick_group") &
-                                mine.metric.isin(["accuracy", "ece", "defer_rate"])].iterrows() for x in _ci(r)]
-    out["Known biases by skin tone"] = bias
-    cal = [x for split, metric in (("calib", "ece_uncalibrated"), ("calib", "ece"), ("test", "ece"),
+            out += [str(cfg.min_slice_n)] + [str(int(n)) for n in g[g.too_small]["n"]]
+    fitz = d["by"]["fitzpatrick"].dropna(subset=["fitzpatrick"])
+    out += sorted(str(int(f)) for f in fitz.sort_values("n")["fitzpatrick"].head(2))
+    tone = _rows(m, model=model, split="test", slice="fitzpatrick_group")
+    return out + [x for _, r in tone[tone.metric.isin(["accuracy", "ece", "defer_rate"])].iterrows() for x in _ci(r)]
+
+
+def _calibration(d: dict, model: str) -> list[str]:
+    m, cfg = d["metrics"], d["config"]
+    out = [x for split, metric in (("calib", "ece_uncalibrated"), ("calib", "ece"), ("test", "ece"),
                                    ("test", "ece_uncalibrated"))
-           for x in _p3(one(m, model=model, split=split, slice="overall", metric=metric)["value"].iloc[0])]
-    conf = d["conformal"]
-    cov = conf[(conf.model == model) & (conf.split == "test") & (conf.method == cfg.conformal_method) &
-               (conf["mode"] == "mondrian")]
-    out["Calibration under the new clinic, and monitoring"] = cal + _pct(1 - cfg.alpha) + \
-        [x for c in cov["coverage"] for x in _pct(c)]
-    return out
+           for x in _p3(_rows(m, model=model, split=split, slice="overall", metric=metric)["value"].iloc[0])]
+    cov = _rows(d["conformal"], model=model, split="test", method=cfg.conformal_method, mode="mondrian")
+    return out + _pct(1 - cfg.alpha) + [x for c in cov["coverage"] for x in _pct(c)]
 
 
 def test_every_number_is_traced_to_its_store_row_and_column(quick_run, synth_store):
