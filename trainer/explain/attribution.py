@@ -225,7 +225,7 @@ def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
     from safetensors.torch import load_model
 
     from trainer.config import BASELINES, run_config
-    from trainer.encoders.image import OpenClipImageEncoder, SmallCNN
+    from trainer.encoders.image import OpenClipImageEncoder, SmallCNN, TimmImageEncoder
     from trainer.encoders.text import TextEncoder
     from trainer.models.checkpoints import load_checkpoint
 
@@ -247,6 +247,9 @@ def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
         load_model(image_encoder, str(run_dir / "image_encoder" / "model.safetensors"))
         image_encoder.eval()
         size = cfg.image_size
+    elif not cfg.image_encoder.startswith("open_clip:"):  # a timm tower, as the run saved it
+        image_encoder = TimmImageEncoder.from_folder(run_dir / "image_encoder")
+        size = image_encoder.image_size
     else:
         tower = OpenClipImageEncoder(cfg.image_encoder.removeprefix("open_clip:"))
         image_encoder = _NormalisedTower(tower)
