@@ -34,7 +34,8 @@ def run_rows(store: TriageStore, run_id: str) -> list[dict]:
     """One row per model of a stored run."""
     run = store.read_run(run_id)
     cfg = run_config(run["config"])
-    encoder = cfg.image_encoder + (" + Shades of Gray" if cfg.colour_constancy else "")
+    encoder = cfg.image_encoder + (" + Shades of Gray" if cfg.colour_constancy else "") + \
+        (" + photo augmentation" if cfg.photo_augment else "")
     timings = json.loads(run["timings"])
     encode_s = timings["features"] + sum(v for k, v in timings.items() if k.startswith("encoder:"))
     train_s = sum(v for k, v in timings.items() if k.startswith("train:"))

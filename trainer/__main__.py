@@ -16,7 +16,8 @@ def _fit(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, preset=args.preset, seed=args.seed, models=models,
                       heldout_clinic=args.heldout_clinic, text_encoder=args.text_encoder,
                       image_encoder=args.image_encoder, cache_dir=args.cache_dir,
-                      encoder_image_size=args.encoder_image_size, colour_constancy=args.colour_constancy)
+                      encoder_image_size=args.encoder_image_size, colour_constancy=args.colour_constancy,
+                      photo_augment=args.photo_augment)
     run_id = fit(args.db, args.dataset, cfg, log=lambda msg: print(msg, file=sys.stderr))
     print(run_id)  # the last line: scripts read the run id from here
     return 0
@@ -88,6 +89,9 @@ def _add_fit(sub) -> None:
                                            "'timm:<model>:<local checkpoint>', 'open_clip:<model>:<pretrained tag or "
                                            "checkpoint>' or 'open_clip:local-dir:<folder>'")
     f.add_argument("--encoder-image-size", type=int, help="photo side for a timm image encoder (default 128)")
+    f.add_argument("--photo-augment", action="store_true", default=None,
+                   help="brightness, colour cast and blur on the photos when an encoder is trained on them (the CNN, "
+                        "the tiny CLIP)")
     f.add_argument("--colour-constancy", action="store_true", default=None,
                    help="Shades of Gray colour constancy on the photos a timm image encoder reads")
     f.add_argument("--cache-dir", help="feature cache folder (default data/cache)")

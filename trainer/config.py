@@ -25,6 +25,7 @@ class TrainSettings:
     batch_size: int
     modality_dropout: float
     patience: int
+    photo_augment: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class FitConfig:
     max_tokens: int = 64
     image_size: int = 64  # photo side for the CNN and the tiny CLIP trained from scratch
     encoder_image_size: int = 128  # photo side for a pretrained timm tower
+    photo_augment: bool = False  # brightness, colour cast and blur when an encoder is trained on photos
     colour_constancy: bool = False  # Shades of Gray (p=6) on the photos a pretrained timm tower reads
     max_cases: int | None = None  # subsample (stratified by split) for quick runs
     # Training. epochs: the models on top of the encoders; encoder_epochs: the CNN trained
@@ -97,7 +99,7 @@ class FitConfig:
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings(self.seed, self.lr, self.weight_decay, self.batch_size, self.modality_dropout,
-                             self.patience)
+                             self.patience, self.photo_augment)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

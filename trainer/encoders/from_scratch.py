@@ -30,7 +30,10 @@ _SETTINGS = ("seed", "image_size", "encoder_epochs", "patience", "batch_size", "
 def encoder_key(kind: str, fingerprint: str, feats: Features, split: np.ndarray, cfg) -> str:
     h = hashlib.sha256(f"{kind}|{fingerprint}".encode())
     h.update(",".join(feats.case_ids).encode() + b"|" + ",".join(split).encode())
-    h.update(json.dumps({k: asdict(cfg)[k] for k in _SETTINGS}, sort_keys=True).encode())
+    settings = {k: asdict(cfg)[k] for k in _SETTINGS}
+    if cfg.photo_augment:  # only when on, so that caches made before the option stay valid
+        settings["photo_augment"] = True
+    h.update(json.dumps(settings, sort_keys=True).encode())
     root = Path(__file__).resolve().parents[1]
     for name in _SOURCES:
         h.update((root / name).read_bytes())
@@ -49,7 +52,7 @@ def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, folder: Path, 
     ``val``), cached with its weights in ``folder``."""
     from trainer.encoders.image import SmallCNN
 
-    inputs = Inputs(feats, with_pixels=True)
+    inputs = Inputs(feats, with_pixels=True, augment=settings.photo_augment)
 
     def train_and_extract():
         torch.manual_seed(settings.seed)
@@ -74,7 +77,7 @@ def clip_embeddings(feats: Features, y: np.ndarray, where: dict, folder: Path, s
     pairs, cached with its weights (and an open_clip export) in ``folder``."""
     from trainer.models.unified import ClipEncoder
 
-    inputs = Inputs(feats, with_pixels=True)
+    inputs = Inputs(feats, with_pixels=True, augment=settings.photo_augment)
 
     def train_and_extract():
         torch.manual_seed(settings.seed)

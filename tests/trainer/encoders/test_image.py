@@ -135,3 +135,25 @@ def test_colour_constancy_is_part_of_the_identity(tmp_path):
     path = _checkpoint(tmp_path)
     plain = TimmImageEncoder(f"timm:test_efficientnet:{path}", 64)
     assert plain.identity() != TimmImageEncoder(f"timm:test_efficientnet:{path}", 64, colour_constancy=True).identity()
+
+
+def test_photometric_jitter_changes_photos_within_range_and_is_off_by_default():
+    from types import SimpleNamespace
+
+    from trainer.models.train import Inputs, photometric
+
+    rng = np.random.default_rng(0)
+    images = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = photometric(images, rng)
+    assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not torch.allclose(out, images)
+    pixels = np.random.default_rng(1).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    feats = SimpleNamespace(text_present=np.ones(12, bool), text_tokens=None, images=pixels, clip_tokens=None,
+                            image_tokens=None, clip_img=None, clip_txt=None)
+    idx = np.arange(12)
+    plain = Inputs(feats, with_pixels=True).batch(idx, np.random.default_rng(2))["images"]
+    again = Inputs(feats, with_pixels=True, augment=False).batch(idx, np.random.default_rng(2))["images"]
+    jittered = Inputs(feats, with_pixels=True, augment=True).batch(idx, np.random.default_rng(2))["images"]
+    assert torch.equal(plain, again) and not torch.equal(plain, jittered)
+    evaluation = Inputs(feats, with_pixels=True, augment=True).batch(idx)["images"]  # no rng: no augmentation
+    assert torch.equal(evaluation, torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255)
