@@ -43,11 +43,14 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
 
     def identity(self) -> str:
-        """Changes whenever the encoder's weights or tokenisation would."""
-        cfg = json.dumps(self.model.config.to_dict(), sort_keys=True, default=str)
-        n_params = sum(p.numel() for p in self.model.parameters())
-        probe = next(self.model.parameters()).detach().flatten()[:64].numpy().tobytes()
-        return hashlib.sha256(f"{self.name}|{self.max_tokens}|{n_params}|{cfg}".encode() + probe).hexdigest()[:16]
+        """Changes whenever any weight, the configuration, the vocabulary or the token limit
+        would change the features; not when the same model is loaded from another folder."""
+        cfg = {k: v for k, v in self.model.config.to_dict().items() if k != "_name_or_path"}
+        h = hashlib.sha256(f"{self.max_tokens}|{json.dumps(cfg, sort_keys=True, default=str)}".encode())
+        h.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode())
+        for name, tensor in self.model.state_dict().items():
+            h.update(name.encode() + tensor.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def tokenize(self, notes: list[str]) -> dict[str, torch.Tensor]:
         """Padded to the longest note of the batch (at most max_tokens): short notes cost less."""

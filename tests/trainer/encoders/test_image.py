@@ -98,12 +98,16 @@ def test_bad_timm_encoders_are_refused_with_a_clear_error(tmp_path):
         TimmImageEncoder(f"timm:test_efficientnet:{pickled}", 64)
 
 
-def test_fit_and_explain_with_a_local_timm_tower(synth_store, tmp_path):
+def test_fit_and_explain_with_a_local_timm_tower(synth_dir, tmp_path):
+    from data_store.ingest import ingest
     from data_store.store import TriageStore
     from trainer.commands.explain import explain_case
     from trainer.commands.fit import fit
     from trainer.config import load_config
 
+    synth_store = tmp_path / "triage.duckdb"  # its own store: the session's runs stay as other tests expect
+    with TriageStore(synth_store) as store:
+        ingest(store, "dermsynth", synth_dir / "manifest.csv")
     spec = f"timm:test_efficientnet:{_checkpoint(tmp_path)}"
     cfg = load_config(preset="quick", cache_dir=str(tmp_path / "cache"), image_encoder=spec, models=("image_only",),
                       encoder_image_size=64)
