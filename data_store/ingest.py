@@ -139,6 +139,10 @@ def _lookalike_clinics(accepted: list[dict], rejected: list[dict]) -> list[dict]
     return kept
 
 
+CASE_COLUMNS = ["source_row", "case_id", "patient_id", "clinic", "image_path", "image_sha256", "note", "label",
+                "fitzpatrick", "flags", "extra"]
+
+
 def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int = 4, progress=None,
              oversized: list[int] = ()) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Split manifest rows into accepted cases and rejected rows; returns (cases, rejected, classes).
@@ -168,10 +172,6 @@ def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int 
     cases_df = _drop_label_conflicts(pd.DataFrame(cases, columns=CASE_COLUMNS), rejected)
     rejected_df = pd.DataFrame(rejected, columns=["source_row", "case_id", "reason", "detail"])
     return cases_df, rejected_df.sort_values("source_row").reset_index(drop=True), classes
-
-
-CASE_COLUMNS = ["source_row", "case_id", "patient_id", "clinic", "image_path", "image_sha256", "note", "label",
-                "fitzpatrick", "flags", "extra"]
 
 
 def _check_rows(df: pd.DataFrame, classes: list[str], mapping: Mapping, rejected: list[dict]) -> list[dict]:

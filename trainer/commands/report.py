@@ -29,7 +29,7 @@ def read_inputs(db, run_id: str) -> dict:
         out = {t: store.read_table(t, run_id) for t in TABLES}
         out["attributions"] = store.read_attributions(run_id)
         out["by"] = {k: store.count_cases(run["dataset"], k) for k in ("clinic", "fitzpatrick", "label")}
-    return {**out, "run": {**run, "run_id": run_id}, "info": info, "config": run_config(run["config"])}
+    return {**out, "run": run, "info": info, "config": run_config(run["config"])}
 
 
 def example_figure(db, run_id: str, model: str):

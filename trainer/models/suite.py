@@ -18,6 +18,11 @@ from trainer.timings import lap
 
 
 
+def eval_rows(where: dict) -> np.ndarray:
+    """Row positions of the val, calib and test cases, in that order: what every model predicts."""
+    return np.concatenate([where[s] for s in EVAL_SPLITS])
+
+
 def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_dim: int) -> dict:
     return {"name": name, "n_classes": n_classes, "text_dim": text_dim, "hidden": cfg.hidden,
             "image_encoder": cfg.image_encoder, "image_dim": image_dim, "embed_dim": cfg.unified_embed_dim,
@@ -39,7 +44,7 @@ def train_models(cfg: FitConfig, classes: list[str], y: np.ndarray, where: dict,
                  artifacts: Path, timings: dict, log=print) -> dict[str, np.ndarray]:
     """Train each of ``cfg.models`` (checkpoint in ``artifacts/<model>``); returns each
     model's logits (n_eval, n_classes) on the val, calib and test rows, in that order."""
-    eval_idx = np.concatenate([where[s] for s in EVAL_SPLITS])
+    eval_idx = eval_rows(where)
     image_dim = int(feats.image_tokens.shape[-1])
     inputs = Inputs(feats)
     logits: dict[str, np.ndarray] = {}
@@ -63,7 +68,7 @@ def train_models(cfg: FitConfig, classes: list[str], y: np.ndarray, where: dict,
 def prediction_rows(logits: dict[str, np.ndarray], case_ids: np.ndarray, split_arr: np.ndarray, y: np.ndarray,
                     where: dict, classes: list[str]) -> pd.DataFrame:
     """One row per model and eval case: model, case_id, split, y_true, y_pred, probs_uncal."""
-    eval_idx = np.concatenate([where[s] for s in EVAL_SPLITS])
+    eval_idx = eval_rows(where)
     ids, y_true = case_ids[eval_idx], np.asarray(classes)[y[eval_idx]]
     rows = []
     for name, lg in logits.items():

@@ -57,7 +57,7 @@ def posthoc_tables(preds: pd.DataFrame, cases: pd.DataFrame, classes: list[str],
         rows["calibrators"].append(pd.DataFrame([{"model": model, **info}]))
         for name, df in tables.items():
             rows[name].append(df.assign(model=model))
-        pred_rows.append(pred.assign(model=model, y_pred=np.asarray(classes)[np.stack(pred["probs"]).argmax(1)]))
+        pred_rows.append(pred.assign(model=model, y_pred=np.asarray(classes)[probs.argmax(1)]))
         log(f"{model}: deferral, conformal sets, policies and audit in {time.perf_counter() - t:.1f} s")
     result = {k: pd.concat(v, ignore_index=True) for k, v in rows.items()}
     result["comparisons"] = comparisons(f1, {s: int((first["split"] == s).sum()) for s in SPLITS})
