@@ -14,7 +14,8 @@ def _fit(args: argparse.Namespace) -> int:
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip()) if args.models else None
     cfg = load_config(args.config, preset=args.preset, seed=args.seed, models=models,
-                      heldout_clinic=args.heldout_clinic, text_encoder=args.text_encoder,
+                      heldout_clinic=args.heldout_clinic, validation=args.validation,
+                      val_clinic=args.val_clinic, text_encoder=args.text_encoder,
                       image_encoder=args.image_encoder, cache_dir=args.cache_dir,
                       encoder_image_size=args.encoder_image_size, colour_constancy=args.colour_constancy,
                       photo_augment=args.photo_augment)
@@ -77,6 +78,12 @@ def _add_fit(sub) -> None:
     _store_arg(f)
     f.add_argument("--dataset", required=True, help="dataset name in the store")
     f.add_argument("--heldout-clinic", help="clinic used as the test set (default: the one the dataset declares)")
+    f.add_argument("--validation", choices=("clinic", "patients"),
+                   help="'clinic' (default): val is one whole training clinic, so early stopping and the "
+                        "model choice measure skill at a clinic the models never saw; 'patients': val is "
+                        "patients drawn from every training clinic (in-distribution)")
+    f.add_argument("--val-clinic", help="the training clinic kept whole for val (default: the training clinics "
+                                        "in name order, taken in turn by seed)")
     f.add_argument("--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all); "
                                     "late_fusion brings text_only and image_only")
     f.add_argument("--seed", type=int, help="random seed (default 0)")

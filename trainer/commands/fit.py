@@ -20,11 +20,12 @@ import pandas as pd
 import torch
 
 from data_store.runlock import RunLock
-from data_store.splits import make_splits, subsample
+from data_store.splits import choose_val_clinic, make_splits, subsample
 from data_store.store import TriageStore
 from trainer.config import FitConfig, run_config
 from trainer.encoders.cache import CacheStats
 from trainer.encoders.prepare import prepare_features, targets
+from trainer.evaluation.selection import select_model
 from trainer.models.suite import prediction_rows, train_models
 from trainer.posthoc import posthoc_tables
 from trainer.timings import lap, reset_peak
@@ -83,8 +84,14 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
         info = store.read_dataset(dataset)
         cases = store.read_cases(dataset)
     heldout = resolve_heldout(info, cases, cfg.heldout_clinic)
-    cfg = replace(cfg, heldout_clinic=heldout)
-    split = subsample(make_splits(cases, heldout, seed=cfg.seed), cfg.max_cases, cfg.seed)
+    try:
+        val_clinic = (choose_val_clinic(cases, heldout, cfg.seed, cfg.val_clinic)
+                      if cfg.validation == "clinic" else None)
+    except ValueError as exc:
+        raise FitError(str(exc)) from None
+    cfg = replace(cfg, heldout_clinic=heldout, val_clinic=val_clinic)
+    log(f"validation: {'clinic ' + val_clinic + ' kept whole (skill at an unseen clinic)' if val_clinic else 'patients of every training clinic (in-distribution)'}")
+    split = subsample(make_splits(cases, heldout, seed=cfg.seed, val_clinic=val_clinic), cfg.max_cases, cfg.seed)
     missing = [s for s in ("train", "val", "test") if (split == s).sum() == 0]
     if missing:
         raise FitError(f"Splits {missing} are empty; the dataset is too small for held-out clinic {heldout!r}.")
@@ -139,6 +146,10 @@ def _train_and_store(req: RunRequest, log) -> None:
     peaks = ", ".join(f"{k.removeprefix('peak_mb:')} {v:,.0f}" for k, v in timings.items() if k.startswith("peak_mb:"))
     log(f"stored {len(predictions):,} predictions and the audit in {time.perf_counter() - t:.1f} s "
         f"(peak memory by stage, MiB: {peaks})")
+    chosen = select_model(posthoc["metrics"])
+    log(f"model chosen on val ({'clinic ' + cfg.val_clinic if cfg.val_clinic else 'training-clinic patients'}): "
+        f"{chosen.model}, macro F1 {chosen.estimate:.3f}; all: "
+        + ", ".join(f"{r.model} {r.macro_f1:.3f}" for r in chosen.evidence.itertuples()))
 
 
 def features_for_run(db: str | Path, run_id: str):

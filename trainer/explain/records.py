@@ -14,8 +14,9 @@ def encode_heatmap(heatmap: np.ndarray | None) -> bytes | None:
 
 def decode_heatmap(blob, side) -> np.ndarray | None:
     """(side, side) float array from the stored float16 bytes (None when there is none)."""
-    if blob is None or side is None or (isinstance(side, float) and np.isnan(side)):
-        return None
+    if blob is None or side is None or pd.isna(side) or (not isinstance(blob, (bytes, bytearray, memoryview))
+                                                          and pd.isna(blob)):
+        return None  # a model without a photo channel (text_only) stores neither
     return np.frombuffer(bytes(blob), dtype="<f2").astype(np.float32).reshape(int(side), int(side))
 
 

@@ -8,18 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from trainer.config import BASELINES, FUSION_MODELS
+from trainer.config import BASELINES
+from trainer.evaluation.selection import select_model
 from trainer.report.document import ChartSpec, Document, Section
 from trainer.report.numbers import ci, p3, pct
-
-
-def _pick_model(m: pd.DataFrame) -> str:
-    """The fusion model with the best macro F1 on test (any model where the run has no fusion model)."""
-    f1 = m[(m.split == "test") & (m.slice == "overall") & (m.metric == "macro_f1")]
-    if f1.empty:
-        raise ValueError("The run has no macro F1 on the test split to choose a model by.")
-    fusion = f1[f1.model.isin(FUSION_MODELS)]
-    return (fusion if len(fusion) else f1).sort_values("value", ascending=False)["model"].iloc[0]
 
 
 def build(d: dict, policy: str | None = None) -> Document:
@@ -28,7 +20,8 @@ def build(d: dict, policy: str | None = None) -> Document:
     ``info`` (its dataset), ``config`` (its FitConfig) and ``by`` (case counts)."""
     m, run, info, cfg = d["metrics"], d["run"], d["info"], d["config"]
     run_id = run["run_id"]
-    model = _pick_model(m)
+    chosen = select_model(m)  # on the training clinics, never on test
+    model = chosen.model
     policy = policy or cfg.default_policy
     pol = d["policies"][(d["policies"].model == model) & (d["policies"].policy == policy)]
     if pol.empty:
@@ -39,7 +32,7 @@ def build(d: dict, policy: str | None = None) -> Document:
     def get(split: str, slice_: str, value: str, metric: str) -> pd.Series:
         return mm[(mm.split == split) & (mm.slice == slice_) & (mm.slice_value == value) & (mm.metric == metric)].iloc[0]
 
-    sections = [_intended_use(run, info, model, policy), _data(d, info), _performance(d, model),
+    sections = [_intended_use(run, info, chosen, cfg, policy), _data(d, info), _performance(d, model),
                 _envelope(mm, cfg.target_accuracy, policy), _deferral(mm, pol, d, model, policy),
                 _bias(mm, d, model, cfg.min_slice_n), _calibration(d, model, get, cfg.conformal_method, cfg.alpha),
                 _crossref()]
@@ -66,7 +59,7 @@ def _slice_table(mm: pd.DataFrame, split: str, family: str) -> pd.DataFrame:
               "gap_reference", "too_small", "flagged"]].sort_values(["metric", "slice_value"]).reset_index(drop=True)
 
 
-def _intended_use(run, info, model, policy) -> Section:
+def _intended_use(run, info, chosen, cfg, policy) -> Section:
     s = Section("Intended use")
     s.p("This model helps clinicians triage skin referrals. It reads the skin photo and the referring clinician's "
         "note and suggests one of: " + ", ".join(info["classes"]) + ". Every suggestion comes with a deferral score: "
@@ -75,7 +68,11 @@ def _intended_use(run, info, model, policy) -> Section:
     s.p("Out of scope: diagnosis, use without clinician review of deferred cases, patients or photo types unlike "
         "the training clinics, and any use of results from simulated data as evidence about real patients.")
     s.p(f"Identifiers: run {run['run_id']}, "
-        f"dataset {run['dataset']}, model {model}, held-out clinic {run['heldout_clinic']}, deferral policy {policy}.")
+        f"dataset {run['dataset']}, model {chosen.model}, held-out clinic {run['heldout_clinic']}, deferral policy {policy}.")
+    where = (f"clinic {cfg.val_clinic}, a training clinic kept out of training, so the figure estimates skill at "
+             f"a new clinic" if cfg.val_clinic else "patients of the training clinics (an in-distribution figure)")
+    s.p(f"How this model was chosen: among the run's {len(chosen.evidence)} models, the best macro F1 on the "
+        f"validation cases ({p3(chosen.estimate)}; {where}). The held-out clinic played no part in the choice.")
     return s
 
 
@@ -102,7 +99,7 @@ def _performance(d, model) -> Section:
     s = Section("Performance on the held-out clinic")
     m = d["metrics"]
     rows = []
-    for name in (model,) + BASELINES:
+    for name in dict.fromkeys((model,) + BASELINES):  # the chosen model first, once
         t = m[(m.model == name) & (m.split == "test")]
         row = {"model": name, "macro F1": ci(t[(t.slice == "overall") & (t.metric == "macro_f1")].iloc[0])}
         for _, r in t[t.metric == "category_accuracy"].iterrows():
@@ -172,7 +169,7 @@ def _deferral(mm, pol, d, model, policy) -> Section:
 
 def _bias(mm, d, model, min_n: int) -> Section:
     s = Section("Known biases by skin tone", new_page=True)
-    for name in (model, "image_only"):
+    for name in dict.fromkeys((model, "image_only")):
         m = d["metrics"]
         g = m[(m.model == name) & (m.split == "test") & (m.slice == "fitzpatrick_group") & (m.metric == "accuracy")]
         flagged = g[g.flagged]

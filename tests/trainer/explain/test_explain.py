@@ -1,6 +1,7 @@
 """Captum attributions: completeness, the model-randomisation sanity check, words that line
 up with the note, and planted signals found in the right modality and place."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -171,3 +172,8 @@ def test_overlay_tints_where_the_heatmap_is_strong_and_notes_render_as_pixels():
     assert note.mode == "RGB" and note.width == 640
     fig = case_figure(photo, {"IG": heat, "Occlusion": None}, ["a"], [0.1], "case x")
     assert fig.width >= 2 * 32 * 4
+
+
+def test_a_row_without_a_photo_channel_decodes_to_no_heatmap():
+    # DuckDB hands back missing BLOB and INTEGER values as pandas NA (text_only stores neither).
+    assert decode_heatmap(pd.NA, pd.NA) is None and decode_heatmap(None, None) is None
