@@ -117,7 +117,8 @@ def targets(rows: pd.DataFrame, sel: pd.DataFrame) -> list[tuple[str, str, bool]
               ("image_only >= the image peer", f"{mean['image_only']:.3f} vs {mean[PEERS[1]]:.3f}",
                mean["image_only"] >= mean[PEERS[1]]),
               (f"the picked model ({picked_fusion}, most often) >= the peer fusion + 0.05",
-               f"{mean[picked_fusion]:.3f} vs {mean[PEERS[2]] + 0.05:.3f}", mean[picked_fusion] >= mean[PEERS[2]] + 0.05)]
+               f"{mean[picked_fusion]:.3f} vs {mean[PEERS[2]] + 0.05:.3f}",
+               mean[picked_fusion] >= mean[PEERS[2]] + 0.05)]
     best_fusion = max(mean[m] for m in ("late_fusion", "cross_attention") if m in mean)
     if "unified" in mean:
         checks.append(("unified within 0.02 of the best fusion", f"{mean['unified']:.3f} vs {best_fusion:.3f}",
@@ -144,8 +145,9 @@ def write(rows: pd.DataFrame, sel: pd.DataFrame, args, seconds: float) -> None:
     body = (f"{head}\n\n{table}\n\nThe selection rule (best macro F1 on val) per seed, against the best model at "
             f"the held-out clinic:\n\n{sel_md}\n\nTargets of issue 14 measured here:\n\n{checks}\n")
     replace_block(ROOT / "docs" / "BENCHMARKS.md", "peers",
-                  f"## The models against the scikit-learn peers\n\n{body}\nCommand: `python benchmarks/peer_benchmark.py "
-                  f"{' '.join(sys.argv[1:])}`; {machine()}; {seconds / 60:.0f} min.")
+                  f"## The models against the scikit-learn peers\n\n{body}\nCommand: "
+                  f"`python benchmarks/peer_benchmark.py {' '.join(sys.argv[1:])}`; {machine()}; "
+                  f"{seconds / 60:.0f} min.")
     replace_block(ROOT / "README.md", "results", f"{body}\nWritten by `python benchmarks/peer_benchmark.py`; "
                   "training times in docs/BENCHMARKS.md.")
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)

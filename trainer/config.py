@@ -62,8 +62,11 @@ class FitConfig:
     weight_decay: float = 1e-4
     modality_dropout: float = 0.15  # chance per case and modality of hiding it during training
     hidden: int = 128
-    unified_epochs: int = 8
+    unified_epochs: int = 3  # LiT fine-tunes a pretrained text tower: a few epochs (the tiny CLIP took 8)
     unified_embed_dim: int = 64
+    # The unified model's CLIP: "lit" (locked pretrained EfficientNet-Lite0, fine-tuned
+    # MiniLM; trainer/encoders/lit.py) or "tiny" (a small CLIP trained from scratch).
+    unified_clip: str = "lit"
     threads: int = 2
     cache_dir: str = "data/cache"
     # After training, all fitted on the calib split (see trainer/posthoc/).
@@ -85,6 +88,7 @@ class FitConfig:
         checks = [
             (set(self.calibrators) <= {"temperature", "vector", "isotonic"} and self.calibrators,
              f"calibrators must be a non-empty subset of temperature, vector, isotonic; got {self.calibrators}"),
+            (self.unified_clip in ("lit", "tiny"), f"unified_clip must be lit or tiny, got {self.unified_clip!r}"),
             (self.validation in ("clinic", "patients"),
              f"validation must be clinic or patients, got {self.validation!r}"),
             (self.conformal_method in ("lac", "aps"),
@@ -128,7 +132,7 @@ PRESETS = {
     "default": {},
     # A few hundred cases at a small image size: every model in well under a minute on 2 cores.
     "quick": {"max_cases": 360, "image_size": 32, "epochs": 4, "encoder_epochs": 4, "patience": 2, "hidden": 64,
-              "unified_epochs": 3, "unified_embed_dim": 32, "max_tokens": 48, "batch_size": 32},
+              "unified_epochs": 2, "unified_embed_dim": 32, "max_tokens": 48, "batch_size": 32},
 }
 
 

@@ -90,7 +90,8 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     except ValueError as exc:
         raise FitError(str(exc)) from None
     cfg = replace(cfg, heldout_clinic=heldout, val_clinic=val_clinic)
-    log(f"validation: {'clinic ' + val_clinic + ' kept whole (skill at an unseen clinic)' if val_clinic else 'patients of every training clinic (in-distribution)'}")
+    log("validation: " + (f"clinic {val_clinic} kept whole (skill at an unseen clinic)" if val_clinic
+                          else "patients of every training clinic (in-distribution)"))
     split = subsample(make_splits(cases, heldout, seed=cfg.seed, val_clinic=val_clinic), cfg.max_cases, cfg.seed)
     missing = [s for s in ("train", "val", "test") if (split == s).sum() == 0]
     if missing:
@@ -129,6 +130,7 @@ def _train_and_store(req: RunRequest, log) -> None:
                                                 log, timings)
     for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
         shutil.copytree(folder, req.artifacts / name, dirs_exist_ok=True)
+    (req.artifacts / "ngrams.json").write_text(feats.ngrams.to_json())  # the notes' word vocabulary
     y, where = targets(cases, req.classes, split_arr)
     logits = train_models(cfg, req.classes, y, where, feats, text_dim, req.artifacts, timings, log)
     predictions = prediction_rows(logits, cases["case_id"].to_numpy(), split_arr, y, where, req.classes)

@@ -33,6 +33,10 @@ class Features:
     clip_tokens: np.ndarray | None = None  # (n, context) int64, open_clip's tokenisation of the notes
     clip_img: np.ndarray | None = None  # (n, E) joint-embedding photo vectors of the trained CLIP
     clip_txt: np.ndarray | None = None  # (n, E) joint-embedding note vectors
+    lit_pooled: np.ndarray | None = None  # (n, 1280) the LiT image tower's pooled photo features
+    ngram_ids: np.ndarray | None = None  # (n, K) int64 word n-gram ids of the notes (0 pads)
+    ngram_weights: np.ndarray | None = None  # (n, K) float32 their TF-IDF weights
+    ngrams: object | None = None  # the NgramVocabulary fitted on train notes
 
 
 @dataclass
@@ -43,6 +47,11 @@ class CacheStats:
 
 def _key(*parts: str) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def content_key(fingerprint: str, case_ids: list[str]) -> str:
+    """Names the cache files of one set of cases of one dataset version."""
+    return _key(fingerprint, ",".join(case_ids))
 
 
 def cached_arrays(path: Path, compute, stats: CacheStats) -> dict[str, np.ndarray]:
@@ -74,7 +83,7 @@ def build_features(cases, fingerprint: str, cache_dir: str | Path, image_size: i
     stats = stats if stats is not None else CacheStats()
     cache = Path(cache_dir)
     ids = cases["case_id"].astype(str).tolist()
-    content = _key(fingerprint, ",".join(ids))
+    content = content_key(fingerprint, ids)
     notes = cases["note"].fillna("").astype(str).tolist()
     paths = cases["image_path"].tolist()
 

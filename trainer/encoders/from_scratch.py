@@ -22,9 +22,9 @@ from trainer.models.checkpoints import export_open_clip, save_checkpoint
 from trainer.models.train import Inputs, train_classifier
 
 _SOURCES = ("encoders/image.py", "models/train.py", "encoders/from_scratch.py", "models/unified.py",
-            "models/common.py")
+            "models/common.py", "encoders/lit.py")
 _SETTINGS = ("seed", "image_size", "encoder_epochs", "patience", "batch_size", "lr", "weight_decay", "modality_dropout",
-             "unified_epochs", "unified_embed_dim", "max_tokens")
+             "unified_epochs", "unified_embed_dim", "max_tokens", "unified_clip", "encoder_image_size", "text_encoder")
 
 
 def encoder_key(kind: str, fingerprint: str, feats: Features, split: np.ndarray, cfg) -> str:
@@ -72,17 +72,26 @@ def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, folder: Path, 
 
 
 def clip_embeddings(feats: Features, y: np.ndarray, where: dict, folder: Path, settings: TrainSettings,
-                    epochs: int, spec: dict, stats: CacheStats, log=print) -> tuple[np.ndarray, np.ndarray]:
+                    epochs: int, spec: dict, stats: CacheStats, log=print, lit_tower=None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Photo and note embeddings (n, E) each of the CLIP trained contrastively on ``train``
-    pairs, cached with its weights (and an open_clip export) in ``folder``."""
-    from trainer.models.unified import ClipEncoder
+    pairs (early stopping on ``val``), cached with its weights (and an open_clip export) in
+    ``folder``. ``lit_tower``: the locked image tower of a LiT CLIP (``spec["clip"] == "lit"``),
+    whose pooled features ``feats.lit_pooled`` holds."""
+    from trainer.encoders.lit import load_image_tower
+    from trainer.models.unified import ClipEncoder, LitEncoder
 
-    inputs = Inputs(feats, with_pixels=True, augment=settings.photo_augment)
+    lit = spec["clip"] == "lit"
+    inputs = Inputs(feats, with_pixels=not lit, augment=settings.photo_augment)
 
     def train_and_extract():
         torch.manual_seed(settings.seed)
-        model, history = train_classifier(ClipEncoder(spec), inputs, y, where["train"], where["val"], settings,
-                                          epochs, "unified encoder (CLIP)", lr=settings.lr / 2)
+        encoder = LitEncoder(spec) if lit else ClipEncoder(spec)
+        if lit:
+            load_image_tower(encoder.clip, lit_tower)
+        model, history = train_classifier(encoder, inputs, y, where["train"], where["val"], settings,
+                                          epochs, f"unified encoder ({'LiT' if lit else 'tiny'} CLIP)",
+                                          lr=settings.lr / 2)
         save_checkpoint(folder / "encoder", model, spec, history)
         export_open_clip(folder / "open_clip", model.clip, spec["clip_cfg"])
         log(f"unified encoder (CLIP) trained: {history[-1] if history else {}}")

@@ -10,10 +10,13 @@ import pandas as pd
 
 from trainer.timings import lap
 from trainer.config import FitConfig
-from trainer.encoders.cache import CacheStats, Features, build_features
+from trainer.encoders import lit
+from trainer.encoders.cache import CacheStats, Features, build_features, content_key
 from trainer.encoders.from_scratch import clip_embeddings, cnn_image_tokens, encoder_key
 from trainer.encoders.image import OpenClipImageEncoder, TimmImageEncoder
+from trainer.encoders.ngrams import NgramVocabulary
 from trainer.encoders.text import TextEncoder
+from trainer.encoders.lit import lit_config
 from trainer.models.unified import tiny_clip_config
 
 
@@ -24,9 +27,13 @@ def targets(cases: pd.DataFrame, classes: list[str], split_arr: np.ndarray) -> t
 
 
 def clip_spec(cfg: FitConfig, n_classes: int) -> dict:
-    """The tiny CLIP trained from scratch for the unified model."""
-    return {"name": "clip_encoder", "n_classes": n_classes, "clip": "tiny", "embed_dim": cfg.unified_embed_dim,
-            "clip_cfg": tiny_clip_config(cfg.image_size, cfg.unified_embed_dim, cfg.max_tokens)}
+    """The unified model's CLIP: LiT (pretrained towers) or tiny (trained from scratch)."""
+    if cfg.unified_clip == "lit":
+        clip_cfg = lit_config(cfg.unified_embed_dim, cfg.encoder_image_size, cfg.text_encoder, cfg.max_tokens)
+    else:
+        clip_cfg = tiny_clip_config(cfg.image_size, cfg.unified_embed_dim, cfg.max_tokens)
+    return {"name": "clip_encoder", "n_classes": n_classes, "clip": cfg.unified_clip,
+            "embed_dim": cfg.unified_embed_dim, "clip_cfg": clip_cfg}
 
 
 def image_tower(cfg: FitConfig) -> OpenClipImageEncoder | TimmImageEncoder | None:
@@ -57,6 +64,8 @@ def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: st
     lap(timings, "features", t)
     log(f"features ready in {timings['features']:.1f} s (cache hits {stats.hits}, misses {stats.misses})")
     y, where = targets(cases, classes, split_arr)
+    feats.ngrams = NgramVocabulary.fit([feats.notes[i] for i in where["train"]])  # train notes only
+    feats.ngram_ids, feats.ngram_weights = feats.ngrams.encode(feats.notes)
     encoders = Path(cfg.cache_dir) / "encoders"
     folders = {}
     if isinstance(image_encoder, TimmImageEncoder):  # the run keeps the tower it used
@@ -72,9 +81,18 @@ def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: st
     if "unified" in cfg.models:
         t = time.perf_counter()
         clip_dir = encoders / encoder_key("clip", fingerprint, feats, split_arr, cfg)
-        feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
+        tower = None
+        if cfg.unified_clip == "lit":
+            tower = lit.image_tower(cfg.encoder_image_size, cfg.cache_dir)
+            feats.lit_pooled = lit.pooled_photo_features(cases["image_path"].tolist(),
+                                                         content_key(fingerprint, list(feats.case_ids)), tower,
+                                                         cfg.cache_dir, stats)
+            feats.clip_tokens = lit.tokenize(feats.notes, cfg.text_encoder, cfg.max_tokens)
+        else:
+            feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()
         feats.clip_img, feats.clip_txt = clip_embeddings(feats, y, where, clip_dir, cfg.train_settings(),
-                                                         cfg.unified_epochs, clip_spec(cfg, len(classes)), stats, log)
+                                                         cfg.unified_epochs, clip_spec(cfg, len(classes)), stats, log,
+                                                         tower)
         folders["unified_clip"] = clip_dir / "open_clip"
         lap(timings, "encoder:clip", t)
     return feats, text_encoder.dim, folders

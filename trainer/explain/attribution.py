@@ -18,6 +18,7 @@ model on top), so attributions reach the raw inputs:
 """
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from trainer.encoders.ngrams import NgramVocabulary, term_spans
 
 HEATMAP_SIDE = 32  # stored heatmaps are average-pooled to at most this side
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
@@ -50,27 +53,38 @@ def note_words(note: str) -> list[tuple[str, int, int]]:
 
 
 class CasePipeline(nn.Module):
-    """A stored model from raw inputs: ``forward(pixels, input_ids, attention_mask)`` -> logits.
+    """A stored model from raw inputs: ``forward(pixels, input_ids, ngram_weights,
+    attention_mask, ngram_ids)`` -> logits.
 
     pixels: (batch, 3, S, S) in [0, 1]; input_ids, attention_mask: (batch, L) of the run's
-    text encoder, or of the CLIP tokenizer for the unified model.
+    text encoder, or of the CLIP tokenizer for the unified model; ngram_ids, ngram_weights:
+    (batch, K) the note's word n-grams (read only by a model with that channel).
     """
 
     def __init__(self, model: nn.Module, text_encoder=None, image_encoder: nn.Module | None = None,
                  parts: dict[str, nn.Module] | None = None, clip: nn.Module | None = None,
-                 image_size: int = 64):
+                 image_size: int = 64, ngrams=None, clip_tokenizer=None, clip_max_tokens: int = 64):
         super().__init__()
+        # The LiT CLIP's Hugging Face tokenizer and token limit (None: the tiny CLIP's own tokenizer).
+        self.clip_tokenizer, self.clip_max_tokens = clip_tokenizer, clip_max_tokens
         self.model, self.text_encoder, self.image_encoder, self.clip = model.eval(), text_encoder, image_encoder, clip
         self.parts = nn.ModuleDict(parts or {})  # late fusion: its text_only and image_only
         self.pixels = nn.Identity()  # a layer at the input, for LayerIntegratedGradients
+        self.ngram_layer = nn.Identity()  # the same for the note's word n-gram weights
+        reader = self.parts["text_only"] if self.parts else model
+        # The run's NgramVocabulary, when the model reads the notes' word n-grams.
+        self.ngrams = ngrams if getattr(reader, "ngrams", None) is not None else None
         self.image_size = image_size
         self.fixed_text: torch.Tensor | None = None
         self.uses = ("text", "image") if self.parts else tuple(getattr(model, "uses", ("text", "image")))
         if clip is not None:
+            from trainer.encoders.image import IMAGENET_MEAN, IMAGENET_STD
             from trainer.models.unified import CLIP_MEAN, CLIP_STD
 
-            self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+            # The LiT image tower is an ImageNet-trained timm model; the tiny CLIP uses CLIP's statistics.
+            mean, std = (IMAGENET_MEAN, IMAGENET_STD) if clip_tokenizer is not None else (CLIP_MEAN, CLIP_STD)
+            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         for module in (self, getattr(text_encoder, "model", None)):
             for p in module.parameters() if module is not None else ():
                 p.requires_grad_(False)
@@ -79,12 +93,26 @@ class CasePipeline(nn.Module):
 
     @property
     def text_layer(self) -> nn.Module:
+        if self.clip_tokenizer is not None:
+            return self.clip.text.transformer.get_input_embeddings()
         return self.clip.token_embedding if self.clip is not None else self.text_encoder.model.get_input_embeddings()
 
     def tokenize(self, note: str) -> dict:
-        """input_ids, attention_mask (1, L), pad_id, and for each token the index of its
-        note word (None for special tokens)."""
+        """input_ids, attention_mask (1, L), pad_id, for each token the index of its note
+        word (None for special tokens), and the note's word n-grams: ngram_ids and
+        ngram_weights (1, K)."""
+        tok = self._tokens(note)
+        if self.ngrams is not None:
+            ids, weights = self.ngrams.encode([note])
+            tok.update(ngram_ids=torch.from_numpy(ids), ngram_weights=torch.from_numpy(weights))
+        else:
+            tok.update(ngram_ids=torch.zeros((1, 1), dtype=torch.long), ngram_weights=torch.zeros((1, 1)))
+        return tok
+
+    def _tokens(self, note: str) -> dict:
         words = note_words(note)
+        if self.clip_tokenizer is not None:
+            return _hf_tokens(self.clip_tokenizer, self.clip_max_tokens, note, words)
         if self.clip is not None:
             import open_clip
 
@@ -94,19 +122,15 @@ class CasePipeline(nn.Module):
         if self.text_encoder is None:  # an image-only pipeline: two placeholder tokens, never read
             ids = torch.zeros((1, 2), dtype=torch.long)
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pad_id": 0, "word_ids": [None, None]}
-        enc = self.text_encoder.tokenizer(note, truncation=True, max_length=self.text_encoder.max_tokens,
-                                          return_tensors="pt", return_offsets_mapping=True)
-        offsets = enc.pop("offset_mapping")[0].tolist()
-        special = enc["input_ids"][0] == torch.tensor(self.text_encoder.tokenizer.all_special_ids).view(-1, 1)
-        word_ids = [None if special[:, i].any() else _word_at(words, a) for i, (a, _) in enumerate(offsets)]
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
-                "pad_id": self.text_encoder.tokenizer.pad_token_id, "word_ids": word_ids}
+        return _hf_tokens(self.text_encoder.tokenizer, self.text_encoder.max_tokens, note, words)
 
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, ngram_weights: torch.Tensor,
+                attention_mask: torch.Tensor, ngram_ids: torch.Tensor) -> torch.Tensor:
         pixels = self.pixels(pixels)
         n = pixels.shape[0]
         batch = {"image_present": torch.ones(n, dtype=torch.bool),
-                 "text_present": (attention_mask.sum(1) > 2).expand(n)}  # more than the two special tokens
+                 "text_present": (attention_mask.sum(1) > 2).expand(n),  # more than the two special tokens
+                 "ngram_weights": self.ngram_layer(ngram_weights).expand(n, -1), "ngram_ids": ngram_ids.expand(n, -1)}
         fixed = self.fixed_text  # set while only the photo varies (occlusion): the note is encoded once
         if self.clip is not None:  # unified: the trained CLIP embeds both
             batch["clip_img"] = self.clip.encode_image((pixels - self.mean) / self.std, normalize=True)
@@ -124,6 +148,16 @@ class CasePipeline(nn.Module):
             batch = {"logp_text": self.parts["text_only"](batch).log_softmax(1),
                      "logp_image": self.parts["image_only"](batch).log_softmax(1)}
         return self.model(batch)
+
+
+def _hf_tokens(tokenizer, max_length: int, note: str, words) -> dict:
+    """A Hugging Face tokenizer's ids with each token's note word (None for special tokens)."""
+    enc = tokenizer(note, truncation=True, max_length=max_length, return_tensors="pt", return_offsets_mapping=True)
+    offsets = enc.pop("offset_mapping")[0].tolist()
+    special = enc["input_ids"][0] == torch.tensor(tokenizer.all_special_ids).view(-1, 1)
+    word_ids = [None if special[:, i].any() else _word_at(words, a) for i, (a, _) in enumerate(offsets)]
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "pad_id": tokenizer.pad_token_id,
+            "word_ids": word_ids}
 
 
 def _encode_note(pipe: CasePipeline, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -168,7 +202,7 @@ def _pool(heatmap: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def predict(pipe: CasePipeline, pixels: torch.Tensor, tok: dict) -> torch.Tensor:
-    return pipe(pixels, tok["input_ids"], tok["attention_mask"])[0]
+    return pipe(pixels, tok["input_ids"], tok["ngram_weights"], tok["attention_mask"], tok["ngram_ids"])[0]
 
 
 def explain(pipe: CasePipeline, photo: np.ndarray, note: str, target: int | None = None, n_steps: int = 32,
@@ -179,27 +213,41 @@ def explain(pipe: CasePipeline, photo: np.ndarray, note: str, target: int | None
     pixels = torch.from_numpy(np.array(photo, dtype=np.uint8)).permute(2, 0, 1).float().unsqueeze(0) / 255
     tok = pipe.tokenize(note)
     ids, mask = tok["input_ids"], tok["attention_mask"]
+    ngram_ids, ngram_w = tok["ngram_ids"], tok["ngram_weights"]
     target = int(predict(pipe, pixels, tok).argmax()) if target is None else int(target)
     base_pixels = pixels.mean((2, 3), keepdim=True).expand_as(pixels).contiguous()
     keep = torch.tensor([w is None for w in tok["word_ids"]])
     base_ids = torch.where(keep, ids[0], torch.full_like(ids[0], tok["pad_id"])).unsqueeze(0)
-    layers = ([pipe.pixels] if "image" in pipe.uses else []) + ([pipe.text_layer] if "text" in pipe.uses else [])
+    use_ngrams = pipe.ngrams is not None
+    layers = (([pipe.pixels] if "image" in pipe.uses else []) + ([pipe.text_layer] if "text" in pipe.uses else [])
+              + ([pipe.ngram_layer] if use_ngrams else []))
     with warnings.catch_warnings():  # Captum warns that layers may depend on each other; pixels and tokens do not
         warnings.simplefilter("ignore", UserWarning)
         lig = LayerIntegratedGradients(pipe, layers if len(layers) > 1 else layers[0])
-    attrs, delta = lig.attribute(inputs=(pixels, ids), baselines=(base_pixels, base_ids),
-                                 additional_forward_args=(mask,), target=target, n_steps=n_steps,
+    # The baseline is the note removed: its tokens padded and its n-gram weights zero.
+    attrs, delta = lig.attribute(inputs=(pixels, ids, ngram_w),
+                                 baselines=(base_pixels, base_ids, torch.zeros_like(ngram_w)),
+                                 additional_forward_args=(mask, ngram_ids), target=target, n_steps=n_steps,
                                  method="gausslegendre", internal_batch_size=n_steps,
                                  return_convergence_delta=True)
     attrs = list(attrs) if len(layers) > 1 else [attrs]
     image_attr = attrs.pop(0)[0].sum(0).numpy() if "image" in pipe.uses else None  # (S, S)
     text_attr = attrs.pop(0)[0].sum(-1).numpy() if "text" in pipe.uses else None  # (L,)
+    ngram_attr = attrs.pop(0)[0].numpy() if use_ngrams else None  # (K,)
     words = note_words(note)
     scores = np.zeros(len(words))
     if text_attr is not None:
         for token, w in enumerate(tok["word_ids"][:len(text_attr)]):
             if w is not None:
                 scores[w] += text_attr[token]
+    if ngram_attr is not None:  # an n-gram's attribution shared by the words it covers
+        for ngram_id, a in zip(ngram_ids[0].tolist(), ngram_attr):
+            spans = term_spans(note, pipe.ngrams.term(ngram_id)) if ngram_id else []
+            for start, _ in spans:
+                w = _word_at(words, start)
+                if w is not None:
+                    scores[w] += a / len(spans)
+        text_attr = ngram_attr if text_attr is None else np.concatenate([text_attr, ngram_attr])
     mass = {"image": float(np.abs(image_attr).sum()) if image_attr is not None else 0.0,
             "text": float(np.abs(text_attr).sum()) if text_attr is not None else 0.0}
     total = sum(mass.values()) or 1.0
@@ -210,7 +258,7 @@ def explain(pipe: CasePipeline, photo: np.ndarray, note: str, target: int | None
         with torch.no_grad():
             pipe.fixed_text = _encode_note(pipe, ids, mask) if "text" in pipe.uses else None
         try:
-            occ = Occlusion(lambda px: pipe(px, ids, mask)).attribute(
+            occ = Occlusion(lambda px: pipe(px, ids, ngram_w, mask, ngram_ids)).attribute(
                 pixels, sliding_window_shapes=(3, window, window), strides=(3, window // 2, window // 2),
                 baselines=base_pixels, target=target, perturbations_per_eval=64)[0, 0].numpy()
         finally:
@@ -236,10 +284,9 @@ def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
     model = load_checkpoint(run_dir / model_name)
     n_classes = model.spec["n_classes"]
     if model_name == "unified":
-        import open_clip
-
-        clip = open_clip.create_model(f"local-dir:{run_dir / 'unified_clip'}", weights_only=True).eval()
-        return CasePipeline(model, clip=clip, image_size=cfg.image_size)
+        return _unified_pipeline(model, run_dir / "unified_clip", cfg)
+    vocab = run_dir / "ngrams.json"  # absent in runs made before the word channel
+    ngrams = NgramVocabulary.from_json(vocab.read_text()) if vocab.exists() else None
     needs_text = "text" in getattr(model, "uses", ()) or model_name == "late_fusion"
     text_encoder = TextEncoder(cfg.text_encoder, cfg.max_tokens) if needs_text else None
     if cfg.image_encoder == "cnn":
@@ -257,7 +304,7 @@ def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
     parts = None
     if model_name == "late_fusion":
         parts = {m: load_checkpoint(run_dir / m) for m in BASELINES}
-    return CasePipeline(model, text_encoder, image_encoder, parts, image_size=size)
+    return CasePipeline(model, text_encoder, image_encoder, parts, image_size=size, ngrams=ngrams)
 
 
 class _NormalisedTower(nn.Module):
@@ -269,3 +316,22 @@ class _NormalisedTower(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.visual((pixels - self.mean) / self.std)
+
+
+def _unified_pipeline(model: nn.Module, folder: Path, cfg) -> CasePipeline:
+    """The unified model with its CLIP: LiT (a Hugging Face text tower) or the tiny CLIP."""
+    import open_clip
+
+    model_cfg = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
+    if "hf_model_name" not in model_cfg["text_cfg"]:  # the tiny CLIP trained from scratch
+        clip = open_clip.create_model(f"local-dir:{folder}", weights_only=True).eval()
+        return CasePipeline(model, clip=clip, image_size=cfg.image_size)
+    from transformers import AutoTokenizer
+
+    from trainer.encoders.lit import load_lit
+    from trainer.encoders.text import resolve_text_encoder
+
+    clip = load_lit(folder, cfg.text_encoder)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder(cfg.text_encoder))
+    return CasePipeline(model, clip=clip, image_size=model_cfg["vision_cfg"]["image_size"], clip_tokenizer=tokenizer,
+                        clip_max_tokens=model_cfg["text_cfg"]["context_length"])

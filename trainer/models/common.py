@@ -31,3 +31,17 @@ def replace_missing(x: torch.Tensor, present: torch.Tensor, missing: torch.Tenso
     """Rows of x (batch, ...) whose modality is absent become the learned ``missing`` tensor."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     return torch.where(present.view(shape), x, missing.expand_as(x))
+
+
+class NgramBag(nn.Module):
+    """The note's word n-grams (``trainer.encoders.ngrams``) as one vector: the sum of learned
+    vectors weighted by TF-IDF; zero for a missing note."""
+
+    def __init__(self, vocab_size: int, hidden: int):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab_size, hidden, mode="sum", padding_idx=0)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        # ngram_ids, ngram_weights (batch, K); text_present (batch,) -> (batch, hidden)
+        weights = batch["ngram_weights"] * batch["text_present"].unsqueeze(1)
+        return self.bag(batch["ngram_ids"], per_sample_weights=weights)

@@ -1,13 +1,14 @@
-"""Early fusion by cross-attention: note tokens and photo patch tokens attend to each other
-in transformer blocks (both directions), then a head reads both pooled streams. One
-block each way by default, to keep a CPU fit within its time budget."""
+"""Early fusion by cross-attention: note tokens (with one more for the note's word n-grams)
+and photo patch tokens attend to each other in transformer blocks (both directions), then
+a head reads both pooled streams. One block each way by default, to keep a CPU fit within
+its time budget."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from trainer.models.baselines import ImageTokens
-from trainer.models.common import head
+from trainer.models.common import NgramBag, head
 
 
 class CrossBlock(nn.Module):
@@ -36,6 +37,8 @@ class CrossAttentionFusion(nn.Module):
         self.image = ImageTokens(spec)
         self.text_proj = nn.Sequential(nn.LayerNorm(spec["text_dim"]), nn.Linear(spec["text_dim"], dim))
         self.text_missing = nn.Parameter(torch.zeros(dim))
+        # The note's word n-grams as one more note token (absent in older runs).
+        self.ngrams = NgramBag(spec["ngram_vocab"], dim) if spec.get("ngram_vocab", 0) > 1 else None
         self.type_emb = nn.Parameter(torch.zeros(2, dim))
         self.text_blocks = nn.ModuleList(CrossBlock(dim) for _ in range(n_blocks))
         self.image_blocks = nn.ModuleList(CrossBlock(dim) for _ in range(n_blocks))
@@ -50,6 +53,9 @@ class CrossAttentionFusion(nn.Module):
         text[absent, 0] = self.text_missing
         mask[absent] = False
         mask[absent, 0] = True
+        if self.ngrams is not None:  # read only when the note is there
+            text = torch.cat([text, self.ngrams(batch).unsqueeze(1) + self.type_emb[0]], 1)
+            mask = torch.cat([mask, batch["text_present"].unsqueeze(1)], 1)
         image = self.image(batch) + self.type_emb[1]  # (batch, P, dim)
         image_pad = torch.zeros(image.shape[:2], dtype=torch.bool, device=image.device)
         for t_block, i_block in zip(self.text_blocks, self.image_blocks):

@@ -23,8 +23,10 @@ def eval_rows(where: dict) -> np.ndarray:
     return np.concatenate([where[s] for s in EVAL_SPLITS])
 
 
-def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_dim: int) -> dict:
+def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_dim: int, ngram_vocab: int = 0
+               ) -> dict:
     return {"name": name, "n_classes": n_classes, "text_dim": text_dim, "hidden": cfg.hidden,
+            "ngram_vocab": ngram_vocab,
             "image_encoder": cfg.image_encoder, "image_dim": image_dim, "embed_dim": cfg.unified_embed_dim,
             "text_encoder": cfg.text_encoder}
 
@@ -50,7 +52,7 @@ def train_models(cfg: FitConfig, classes: list[str], y: np.ndarray, where: dict,
     logits: dict[str, np.ndarray] = {}
     for name in cfg.models:
         t = time.perf_counter()
-        spec = model_spec(name, cfg, len(classes), text_dim, image_dim)
+        spec = model_spec(name, cfg, len(classes), text_dim, image_dim, feats.ngrams.size if feats.ngrams else 0)
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
         if name == "late_fusion":

@@ -43,8 +43,11 @@ class Inputs:
             length = max(1, int(np.flatnonzero(mask.any(0)).max(initial=0)) + 1)
             batch["tokens"] = torch.from_numpy(f.text_tokens[idx, :length].astype(np.float32))  # (batch, L, d)
             batch["mask"] = torch.from_numpy(mask[:, :length])
-        for name in ("image_tokens", "clip_img", "clip_txt"):
-            value = getattr(f, name)
+        if f.ngram_ids is not None:
+            batch["ngram_ids"] = torch.from_numpy(f.ngram_ids[idx])
+            batch["ngram_weights"] = torch.from_numpy(f.ngram_weights[idx])
+        for name in ("image_tokens", "clip_img", "clip_txt", "lit_pooled"):
+            value = getattr(f, name, None)
             if value is not None:
                 batch[name] = torch.from_numpy(value[idx].astype(np.float32))
         if self.with_pixels:
@@ -56,8 +59,8 @@ class Inputs:
                     images = photometric(images, rng)
             images[torch.from_numpy(~image_present)] = 0.0
             batch["images"] = batch["clip_images"] = images
-            if f.clip_tokens is not None:
-                batch["clip_tokens"] = torch.from_numpy(f.clip_tokens[idx])
+        if f.clip_tokens is not None:
+            batch["clip_tokens"] = torch.from_numpy(f.clip_tokens[idx])
         return batch
 
 
@@ -104,9 +107,12 @@ def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx:
     lr = lr or cfg.lr
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    # A model may ask for its own learning rates per parameter group (a pretrained tower slower).
+    groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": model.parameters(), "lr": lr}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     steps = epochs * int(np.ceil(len(train_idx) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                total_steps=max(steps, 1), pct_start=0.15)
     ce = nn.CrossEntropyLoss(weight=class_weights(y[train_idx], n_classes))
     best, best_state, history, stale = -1.0, copy.deepcopy(model.state_dict()), [], 0
     for epoch in range(epochs):

@@ -1,10 +1,11 @@
 """Unified joint encoder: an open_clip CLIP dual encoder trained contrastively on the
-image-note pairs (``ClipEncoder``), with a classifier on the joint embedding
-(``UnifiedClassifier``).
+image-note pairs, with a classifier on the joint embedding (``UnifiedClassifier``).
 
-With no pretrained weights the CLIP is tiny (a small ViT and text transformer) and trains
-on a CPU; ``spec["clip"]`` may instead name an open_clip model with a pretrained tag, a
-local checkpoint, or a ``local-dir:`` folder.
+By default the CLIP is LiT-style (``LitEncoder``, ``trainer.encoders.lit``): a locked
+ImageNet-pretrained EfficientNet-Lite0 and a fine-tuned all-MiniLM-L6-v2. ``ClipEncoder``
+trains a tiny CLIP from scratch instead (a small ViT and text transformer); its
+``spec["clip"]`` may also name an open_clip model with a pretrained tag, a local
+checkpoint, or a ``local-dir:`` folder.
 """
 from __future__ import annotations
 
@@ -73,6 +74,33 @@ class ClipEncoder(nn.Module):
             contrastive = torch.zeros(())
         joint = torch.cat([img * batch["image_present"].unsqueeze(1), txt * batch["text_present"].unsqueeze(1)], -1)
         return self.aux_head(joint), contrastive
+
+
+class LitEncoder(ClipEncoder):
+    """The LiT CLIP being trained (``trainer.encoders.lit``): the locked image tower's pooled
+    features are read from the cache through the tower's projection head; the text tower
+    (a pretrained transformer) is fine-tuned at a tenth of the heads' learning rate."""
+
+    def __init__(self, spec: dict):
+        nn.Module.__init__(self)
+        from trainer.encoders.lit import build_lit
+
+        self.spec = spec
+        self.clip = build_lit(spec["clip_cfg"])
+        self.aux_head = nn.Linear(2 * spec["embed_dim"], spec["n_classes"])
+
+    def param_groups(self, lr: float) -> list[dict]:
+        text = [p for p in self.clip.text.transformer.parameters() if p.requires_grad]
+        ids = {id(p) for p in text}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return [{"params": text, "lr": lr / 10}, {"params": rest, "lr": lr}]
+
+    def embed(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        img = F.normalize(self.clip.visual.head(batch["lit_pooled"]), dim=-1)
+        ids = batch["clip_tokens"]
+        length = max(1, int((ids != 0).any(0).nonzero().max()) + 1) if (ids != 0).any() else 1
+        txt = self.clip.encode_text(ids[:, :length], normalize=True)  # shared padding cut: attention scales with length
+        return img, txt
 
 
 class UnifiedClassifier(nn.Module):

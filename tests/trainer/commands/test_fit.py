@@ -109,14 +109,15 @@ def _tiny_batch(n_classes=4, n=16, seed=0):
              "image_present": torch.ones(n, dtype=torch.bool), "image_tokens": torch.randn(n, 4, 16, generator=g),
              "clip_img": F.normalize(torch.randn(n, 16, generator=g), dim=-1),
              "clip_txt": F.normalize(torch.randn(n, 16, generator=g), dim=-1),
-             "clip_tokens": torch.randint(1, 400, (n, 16), generator=g)}
+             "clip_tokens": torch.randint(1, 400, (n, 16), generator=g),
+             "ngram_ids": torch.randint(0, 30, (n, 6), generator=g), "ngram_weights": torch.rand(n, 6, generator=g)}
     batch["clip_images"] = batch["images"]
     return batch, y
 
 
 def _model(name):
     spec = {"name": name, "n_classes": 4, "text_dim": 24, "hidden": 32, "image_dim": 16, "embed_dim": 16,
-            "clip": "tiny", "clip_cfg": tiny_clip_config(32, 16, 16)}
+            "ngram_vocab": 30, "clip": "tiny", "clip_cfg": tiny_clip_config(32, 16, 16)}
     if name == "cnn":
         return SmallCNN(4)
     if name == "clip_encoder":
@@ -154,7 +155,12 @@ def test_missing_note_and_unusable_photo_do_not_break_a_model(name):
     batch["images"][4:12] = 0
     with torch.no_grad():
         logits = model(batch)
+        # A missing note's word n-grams are never read.
+        other = model({**batch, "ngram_weights": batch["ngram_weights"] * 5, "ngram_ids": batch["ngram_ids"].flip(1)})
     assert logits.shape == (16, 4) and torch.isfinite(logits).all()
+    torch.testing.assert_close(other[:8], logits[:8])
+    if name in ("text_only", "cross_attention"):  # the models with the word channel read it when the note is there
+        assert not torch.allclose(other[8:], logits[8:])
 
 
 def test_open_clip_local_checkpoint_loads_through_open_clip(tmp_path):

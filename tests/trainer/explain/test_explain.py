@@ -37,6 +37,9 @@ def test_completeness_delta_is_small_and_words_line_up(quick_run, model):
     assert len(e.word_scores) == len(e.words)
     assert " ".join(e.words).replace(" ", "") == "".join(case["note"].split())
     assert sum(e.modality_share.values()) == pytest.approx(1.0)
+    # The models with the word channel have it in the attributions (the baseline zeroes its
+    # weights, so leaving it out would break completeness above).
+    assert (pipe.ngrams is not None) == (model in ("text_only", "late_fusion", "cross_attention"))
     if model == "text_only":
         assert e.heatmap_ig is None and e.modality_share["image"] == 0
     if model == "image_only":
@@ -177,3 +180,35 @@ def test_overlay_tints_where_the_heatmap_is_strong_and_notes_render_as_pixels():
 def test_a_row_without_a_photo_channel_decodes_to_no_heatmap():
     # DuckDB hands back missing BLOB and INTEGER values as pandas NA (text_only stores neither).
     assert decode_heatmap(pd.NA, pd.NA) is None and decode_heatmap(None, None) is None
+
+
+def test_word_ngram_attributions_are_exact_for_a_linear_word_channel():
+    """A model whose logits are a linear function of the n-gram weights: IG gives each n-gram
+    weight x coefficient, shared by the words it covers (analytic answer)."""
+    from trainer.encoders.ngrams import NgramVocabulary
+
+    vocab = NgramVocabulary.fit(["red patch arm", "red patch leg", "arm", "leg"])
+
+    class Linear(torch.nn.Module):
+        uses = ()  # neither the note encoder's tokens nor the photo: the word channel alone
+        spec = {"n_classes": 2}
+
+        def __init__(self):
+            super().__init__()
+            self.ngrams = torch.nn.EmbeddingBag(vocab.size, 2, mode="sum", padding_idx=0)
+
+        def forward(self, batch):
+            return self.ngrams(batch["ngram_ids"], per_sample_weights=batch["ngram_weights"])
+
+    torch.manual_seed(0)
+    model = Linear()
+    pipe = CasePipeline(model.eval(), image_size=8, ngrams=vocab)
+    note = "Red patch, arm"
+    tok = pipe.tokenize(note)
+    e = explain(pipe, np.zeros((8, 8, 3), np.uint8), note, target=1, n_steps=8)
+    ids, weights = tok["ngram_ids"][0], tok["ngram_weights"][0]
+    contrib = {vocab.term(int(i)): float(w * model.ngrams.weight[i, 1]) for i, w in zip(ids, weights) if i}
+    expected = {"Red": contrib["red"] + contrib["red patch"] / 2, "patch": contrib["patch"] + contrib["red patch"] / 2,
+                ",": 0.0, "arm": contrib["arm"] + contrib.get("patch arm", 0) / 2}
+    assert dict(zip(e.words, e.word_scores)) == pytest.approx(expected, abs=1e-5)
+    assert e.delta < 1e-4 and e.modality_share["text"] == 1.0
