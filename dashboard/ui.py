@@ -15,7 +15,7 @@ import streamlit as st
 from dashboard import queries
 from trainer.config import MODEL_NAMES
 
-SPLITS = ("test", "val", "calib")  # test: the held-out clinic; val and calib: the training clinics
+SPLITS = ("test", "val", "calib")  # test: the held-out clinic; val: the validation clinic; calib: training clinics
 DEFAULT_MODEL = "late_fusion"
 
 

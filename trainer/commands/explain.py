@@ -18,7 +18,7 @@ from trainer.explain.records import rows_for, select_cases
 
 @functools.lru_cache(maxsize=8)
 def _pipeline(run_dir: str, model: str):
-    from trainer.explain.attribution import load_pipeline
+    from trainer.explain.loading import load_pipeline
 
     return load_pipeline(run_dir, model)
 

@@ -1,5 +1,6 @@
-"""Every model input of a run: note tokens and photos from the frozen encoders, then the
-encoders trained from scratch on this split (the CNN, the unified model's CLIP), all cached."""
+"""Every model input of a run: note tokens and photos from the frozen encoders, the notes'
+word n-grams (vocabulary from ``train``), then the encoders trained on this split (the CNN,
+the unified model's CLIP), all cached."""
 from __future__ import annotations
 
 import time
@@ -16,7 +17,6 @@ from trainer.encoders.from_scratch import clip_embeddings, cnn_image_tokens, enc
 from trainer.encoders.image import OpenClipImageEncoder, TimmImageEncoder
 from trainer.encoders.ngrams import NgramVocabulary
 from trainer.encoders.text import TextEncoder
-from trainer.encoders.lit import lit_config
 from trainer.models.unified import tiny_clip_config
 
 
@@ -29,7 +29,7 @@ def targets(cases: pd.DataFrame, classes: list[str], split_arr: np.ndarray) -> t
 def clip_spec(cfg: FitConfig, n_classes: int) -> dict:
     """The unified model's CLIP: LiT (pretrained towers) or tiny (trained from scratch)."""
     if cfg.unified_clip == "lit":
-        clip_cfg = lit_config(cfg.unified_embed_dim, cfg.encoder_image_size, cfg.text_encoder, cfg.max_tokens)
+        clip_cfg = lit.lit_config(cfg.unified_embed_dim, cfg.encoder_image_size, cfg.text_encoder, cfg.max_tokens)
     else:
         clip_cfg = tiny_clip_config(cfg.image_size, cfg.unified_embed_dim, cfg.max_tokens)
     return {"name": "clip_encoder", "n_classes": n_classes, "clip": cfg.unified_clip,

@@ -14,21 +14,24 @@ model on top), so attributions reach the raw inputs:
   model's logit for it.
 - Occlusion on the photo as a second opinion: a square of the mean colour slid over it;
   the score of a pixel is the mean drop of the target logit when it is hidden.
-- Word pieces are merged back to the note's words (scores summed).
+- Word pieces are merged back to the note's words (scores summed). A model with the
+  notes' word n-gram channel has its TF-IDF weights as a third input of Integrated
+  Gradients (baseline zero, the note removed); an n-gram's attribution is shared equally
+  by the words it covers.
+
+``trainer.explain.loading.load_pipeline`` rebuilds a stored model of a run.
 """
 from __future__ import annotations
 
-import json
 import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from trainer.encoders.ngrams import NgramVocabulary, term_spans
+from trainer.encoders.ngrams import term_spans
 
 HEATMAP_SIDE = 32  # stored heatmaps are average-pooled to at most this side
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
@@ -208,7 +211,7 @@ def predict(pipe: CasePipeline, pixels: torch.Tensor, tok: dict) -> torch.Tensor
 def explain(pipe: CasePipeline, photo: np.ndarray, note: str, target: int | None = None, n_steps: int = 32,
             occlusion: bool = True) -> Explanation:
     """Attributions of one case. photo: uint8 (S, S, 3) at ``pipe.image_size``."""
-    from captum.attr import LayerIntegratedGradients, Occlusion
+    from captum.attr import LayerIntegratedGradients
 
     pixels = torch.from_numpy(np.array(photo, dtype=np.uint8)).permute(2, 0, 1).float().unsqueeze(0) / 255
     tok = pipe.tokenize(note)
@@ -235,103 +238,52 @@ def explain(pipe: CasePipeline, photo: np.ndarray, note: str, target: int | None
     text_attr = attrs.pop(0)[0].sum(-1).numpy() if "text" in pipe.uses else None  # (L,)
     ngram_attr = attrs.pop(0)[0].numpy() if use_ngrams else None  # (K,)
     words = note_words(note)
-    scores = np.zeros(len(words))
-    if text_attr is not None:
-        for token, w in enumerate(tok["word_ids"][:len(text_attr)]):
-            if w is not None:
-                scores[w] += text_attr[token]
-    if ngram_attr is not None:  # an n-gram's attribution shared by the words it covers
-        for ngram_id, a in zip(ngram_ids[0].tolist(), ngram_attr):
-            spans = term_spans(note, pipe.ngrams.term(ngram_id)) if ngram_id else []
-            for start, _ in spans:
-                w = _word_at(words, start)
-                if w is not None:
-                    scores[w] += a / len(spans)
+    scores = _word_scores(note, words, tok["word_ids"], text_attr, ngram_ids[0].tolist(), ngram_attr, pipe.ngrams)
+    if ngram_attr is not None:
         text_attr = ngram_attr if text_attr is None else np.concatenate([text_attr, ngram_attr])
     mass = {"image": float(np.abs(image_attr).sum()) if image_attr is not None else 0.0,
             "text": float(np.abs(text_attr).sum()) if text_attr is not None else 0.0}
     total = sum(mass.values()) or 1.0
-    occ = None
-    if occlusion and image_attr is not None:
-        side = pixels.shape[-1]
-        window = max(2, side // 4)  # about a lesion: smaller windows leave enough of it visible to change nothing
-        with torch.no_grad():
-            pipe.fixed_text = _encode_note(pipe, ids, mask) if "text" in pipe.uses else None
-        try:
-            occ = Occlusion(lambda px: pipe(px, ids, ngram_w, mask, ngram_ids)).attribute(
-                pixels, sliding_window_shapes=(3, window, window), strides=(3, window // 2, window // 2),
-                baselines=base_pixels, target=target, perturbations_per_eval=64)[0, 0].numpy()
-        finally:
-            pipe.fixed_text = None
+    occ = (_occlusion(pipe, pixels, base_pixels, target, (ids, ngram_w, mask, ngram_ids))
+           if occlusion and image_attr is not None else None)
     return Explanation(target, _pool(image_attr) if image_attr is not None else None,
                        _pool(occ) if occ is not None else None, [w for w, _, _ in words], scores,
                        {k: v / total for k, v in mass.items()}, float(delta.abs().max()))
 
 
-def load_pipeline(run_dir: str | Path, model_name: str) -> CasePipeline:
-    """Rebuild a stored model of a run from its artifacts folder."""
-    from safetensors.torch import load_model
-
-    from trainer.config import BASELINES, run_config
-    from trainer.encoders.image import OpenClipImageEncoder, SmallCNN, TimmImageEncoder
-    from trainer.encoders.text import TextEncoder
-    from trainer.models.checkpoints import load_checkpoint
-
-    run_dir = Path(run_dir)
-    cfg = run_config((run_dir / "config.json").read_text())
-    if not (run_dir / model_name / "spec.json").exists():
-        raise ValueError(f"Run folder {run_dir} has no model {model_name!r}.")
-    model = load_checkpoint(run_dir / model_name)
-    n_classes = model.spec["n_classes"]
-    if model_name == "unified":
-        return _unified_pipeline(model, run_dir / "unified_clip", cfg)
-    vocab = run_dir / "ngrams.json"  # absent in runs made before the word channel
-    ngrams = NgramVocabulary.from_json(vocab.read_text()) if vocab.exists() else None
-    needs_text = "text" in getattr(model, "uses", ()) or model_name == "late_fusion"
-    text_encoder = TextEncoder(cfg.text_encoder, cfg.max_tokens) if needs_text else None
-    if cfg.image_encoder == "cnn":
-        image_encoder = SmallCNN(n_classes)
-        load_model(image_encoder, str(run_dir / "image_encoder" / "model.safetensors"))
-        image_encoder.eval()
-        size = cfg.image_size
-    elif not cfg.image_encoder.startswith("open_clip:"):  # a timm tower, as the run saved it
-        image_encoder = TimmImageEncoder.from_folder(run_dir / "image_encoder")
-        size = image_encoder.image_size
-    else:
-        tower = OpenClipImageEncoder(cfg.image_encoder.removeprefix("open_clip:"))
-        image_encoder = _NormalisedTower(tower)
-        size = tower.image_size
-    parts = None
-    if model_name == "late_fusion":
-        parts = {m: load_checkpoint(run_dir / m) for m in BASELINES}
-    return CasePipeline(model, text_encoder, image_encoder, parts, image_size=size, ngrams=ngrams)
+def _word_scores(note: str, words, word_ids: list, text_attr, ngram_ids: list[int], ngram_attr, ngrams
+                 ) -> np.ndarray:
+    """Attribution per note word: its word pieces' summed, plus each word n-gram's shared
+    equally by the words of its occurrences."""
+    scores = np.zeros(len(words))
+    if text_attr is not None:
+        for token, w in enumerate(word_ids[:len(text_attr)]):
+            if w is not None:
+                scores[w] += text_attr[token]
+    if ngram_attr is not None:
+        for ngram_id, a in zip(ngram_ids, ngram_attr):
+            spans = term_spans(note, ngrams.term(ngram_id)) if ngram_id else []
+            for start, _ in spans:
+                w = _word_at(words, start)
+                if w is not None:
+                    scores[w] += a / len(spans)
+    return scores
 
 
-class _NormalisedTower(nn.Module):
-    def __init__(self, tower):
-        super().__init__()
-        self.visual = tower.visual
-        self.register_buffer("mean", tower.mean, persistent=False)
-        self.register_buffer("std", tower.std, persistent=False)
+def _occlusion(pipe: CasePipeline, pixels: torch.Tensor, base_pixels: torch.Tensor, target: int,
+               note_inputs: tuple) -> np.ndarray:
+    """Mean drop of the target logit when a square of the photo is hidden (S, S); the note
+    (``note_inputs``: ids, n-gram weights, mask, n-gram ids) is encoded once."""
+    from captum.attr import Occlusion
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.visual((pixels - self.mean) / self.std)
-
-
-def _unified_pipeline(model: nn.Module, folder: Path, cfg) -> CasePipeline:
-    """The unified model with its CLIP: LiT (a Hugging Face text tower) or the tiny CLIP."""
-    import open_clip
-
-    model_cfg = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]
-    if "hf_model_name" not in model_cfg["text_cfg"]:  # the tiny CLIP trained from scratch
-        clip = open_clip.create_model(f"local-dir:{folder}", weights_only=True).eval()
-        return CasePipeline(model, clip=clip, image_size=cfg.image_size)
-    from transformers import AutoTokenizer
-
-    from trainer.encoders.lit import load_lit
-    from trainer.encoders.text import resolve_text_encoder
-
-    clip = load_lit(folder, cfg.text_encoder)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder(cfg.text_encoder))
-    return CasePipeline(model, clip=clip, image_size=model_cfg["vision_cfg"]["image_size"], clip_tokenizer=tokenizer,
-                        clip_max_tokens=model_cfg["text_cfg"]["context_length"])
+    ids, ngram_w, mask, ngram_ids = note_inputs
+    side = pixels.shape[-1]
+    window = max(2, side // 4)  # about a lesion: smaller windows leave enough of it visible to change nothing
+    with torch.no_grad():
+        pipe.fixed_text = _encode_note(pipe, ids, mask) if "text" in pipe.uses else None
+    try:
+        return Occlusion(lambda px: pipe(px, ids, ngram_w, mask, ngram_ids)).attribute(
+            pixels, sliding_window_shapes=(3, window, window), strides=(3, window // 2, window // 2),
+            baselines=base_pixels, target=target, perturbations_per_eval=64)[0, 0].numpy()
+    finally:
+        pipe.fixed_text = None

@@ -154,9 +154,11 @@ def _deferral(mm, pol, d, model, policy) -> Section:
     cat = mm[(mm.split == "test") & (mm.slice == "category") & (mm.metric == "defer_rate")]
     s.p("Deferral rate by true category: " + ", ".join(f"{r['slice_value']} {pct(r['value'])}"
                                                       for _, r in cat.iterrows()) + ".")
-    clinics = mm[(mm.split == "val") & (mm.slice == "clinic") & (mm.metric == "defer_rate")]
-    s.p("Deferral rate by training clinic (validation cases; the held-out clinic is the table above): " +
-        ", ".join(f"{r['slice_value']} {pct(r['value'])}" for _, r in clinics.iterrows()) + ".")
+    def by_clinic(split: str) -> str:
+        rows = mm[(mm.split == split) & (mm.slice == "clinic") & (mm.metric == "defer_rate")]
+        return ", ".join(f"{r['slice_value']} {pct(r['value'])}" for _, r in rows.iterrows())
+    s.p(f"Deferral rate by training clinic (the held-out clinic is the table above): on the calibration cases "
+        f"(out of fold) {by_clinic('calib')}; on the validation cases {by_clinic('val')}.")
     a = d["attributions"]
     a = a[(a.model == model) & (a.method == "integrated_gradients")]
     if len(a):

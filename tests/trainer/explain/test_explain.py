@@ -15,7 +15,8 @@ from trainer.explain.records import decode_heatmap
 from trainer.config import MODEL_NAMES
 from trainer.encoders.image import SmallCNN
 from trainer.encoders.text import TextEncoder
-from trainer.explain.attribution import CasePipeline, explain, load_pipeline, note_words
+from trainer.explain.attribution import CasePipeline, explain, note_words
+from trainer.explain.loading import load_pipeline
 from trainer.models.baselines import ImageOnly, TextOnly
 
 

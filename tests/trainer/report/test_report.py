@@ -101,7 +101,7 @@ def _deferral(d: dict, model: str) -> list[str]:
                                         for x in _pct(overall[c])]
     out += [x for _, r in pol.iterrows() for x in [str(r["n"])] + _pct(r["defer_rate"]) +
             _pct(r["accepted_accuracy"]) + _pct(r["missed_urgent_rate"])]
-    for split, slice_ in (("test", "category"), ("val", "clinic")):
+    for split, slice_ in (("test", "category"), ("calib", "clinic"), ("val", "clinic")):
         out += [x for v in _rows(m, model=model, split=split, slice=slice_, metric="defer_rate")["value"]
                 for x in _pct(v)]
     n_explained = int(((a.model == model) & (a.method == "integrated_gradients")).sum()) if len(a) else 0
