@@ -112,6 +112,17 @@ class CasePipeline(nn.Module):
             tok.update(ngram_ids=torch.zeros((1, 1), dtype=torch.long), ngram_weights=torch.zeros((1, 1)))
         return tok
 
+    def encode_clip_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The CLIP's unit-length note embedding. The LiT text tower gets ``attention_mask``
+        as given (its own forward would derive it from the padding ids, so the Integrated
+        Gradients path, where only the embeddings move, would end elsewhere than the
+        baseline); the tiny CLIP's causal text transformer takes no mask."""
+        if self.clip_tokenizer is None:
+            return self.clip.encode_text(input_ids, normalize=True)
+        text = self.clip.text
+        out = text.transformer(input_ids=input_ids, attention_mask=attention_mask)
+        return torch.nn.functional.normalize(text.proj(text.pooler(out, attention_mask)), dim=-1)
+
     def _tokens(self, note: str) -> dict:
         words = note_words(note)
         if self.clip_tokenizer is not None:
@@ -137,7 +148,7 @@ class CasePipeline(nn.Module):
         fixed = self.fixed_text  # set while only the photo varies (occlusion): the note is encoded once
         if self.clip is not None:  # unified: the trained CLIP embeds both
             batch["clip_img"] = self.clip.encode_image((pixels - self.mean) / self.std, normalize=True)
-            txt = fixed if fixed is not None else self.clip.encode_text(input_ids, normalize=True)
+            txt = fixed if fixed is not None else self.encode_clip_text(input_ids, attention_mask)
             batch["clip_txt"] = txt.expand(n, -1)
             return self.model(batch)
         if "text" in self.uses:
@@ -165,7 +176,7 @@ def _hf_tokens(tokenizer, max_length: int, note: str, words) -> dict:
 
 def _encode_note(pipe: CasePipeline, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     if pipe.clip is not None:
-        return pipe.clip.encode_text(ids, normalize=True)
+        return pipe.encode_clip_text(ids, mask)
     return pipe.text_encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state
 
 
