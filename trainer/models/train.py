@@ -47,7 +47,7 @@ class Inputs:
             batch["ngram_ids"] = torch.from_numpy(f.ngram_ids[idx])
             batch["ngram_weights"] = torch.from_numpy(f.ngram_weights[idx])
         for name in ("image_tokens", "clip_img", "clip_txt", "lit_pooled"):
-            value = getattr(f, name, None)
+            value = getattr(f, name)
             if value is not None:
                 batch[name] = torch.from_numpy(value[idx].astype(np.float32))
         if self.with_pixels:

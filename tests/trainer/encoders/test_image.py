@@ -152,8 +152,8 @@ def test_photometric_jitter_changes_photos_within_range_and_is_off_by_default():
     assert out.shape == images.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert not torch.allclose(out, images)
     pixels = np.random.default_rng(1).integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
-    feats = SimpleNamespace(text_present=np.ones(12, bool), text_tokens=None, ngram_ids=None, images=pixels, clip_tokens=None,
-                            image_tokens=None, clip_img=None, clip_txt=None)
+    feats = SimpleNamespace(text_present=np.ones(12, bool), text_tokens=None, ngram_ids=None, images=pixels,
+                            clip_tokens=None, image_tokens=None, clip_img=None, clip_txt=None, lit_pooled=None)
     idx = np.arange(12)
     plain = Inputs(feats, with_pixels=True).batch(idx, np.random.default_rng(2))["images"]
     again = Inputs(feats, with_pixels=True, augment=False).batch(idx, np.random.default_rng(2))["images"]
