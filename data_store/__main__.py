@@ -39,10 +39,12 @@ def _ingest(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(done)
         result = ingest(store, args.dataset, Path(args.manifest), Path(args.mapping) if args.mapping else None,
-                        Path(args.image_root) if args.image_root else None, progress=progress)
+                        Path(args.image_root) if args.image_root else None, progress=progress,
+                        unlabelled=args.unlabelled)
     state = "written" if result.changed else "unchanged (same content already in the store)"
-    print(f"dataset {result.dataset!r}: {state}")
-    print(f"  classes: {', '.join(result.classes)}")
+    print(f"dataset {result.dataset!r}: {state}" + (" (unlabelled: cases to score, never trained on)"
+                                                      if args.unlabelled else ""))
+    print(f"  classes: {', '.join(result.classes) or 'none declared'}")
     print(f"  accepted: {result.n_cases:,}")
     print(f"  rejected: {result.n_rejected:,}")
     for reason, n in sorted(result.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--mapping", help="YAML/JSON file: columns (renames), labels (raw -> class), classes, "
                                      "urgent_classes, heldout_clinic")
     i.add_argument("--image-root", help="folder image paths resolve in (default: the manifest's folder)")
+    i.add_argument("--unlabelled", action="store_true",
+                   help="cases without labels, to score with `python -m trainer predict`: the label column may be "
+                        "absent or empty (a row with a label is refused), and no run can train on the dataset")
     i.set_defaults(func=_ingest)
 
     f = sub.add_parser("info", help="list the datasets in a store")

@@ -64,12 +64,18 @@ class IngestResult:
     classes: list[str]
 
 
-def _canonical_columns(df: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
+def _canonical_columns(df: pd.DataFrame, mapping: Mapping, labelled: bool = True) -> pd.DataFrame:
     renames = {c: mapping.columns.get(c, ALIASES.get(c, c)) for c in df.columns}
     df = df.rename(columns=renames)
     dupes = df.columns[df.columns.duplicated()].tolist()
     if dupes:
         raise ManifestError(f"Columns {dupes} appear twice after renaming; fix the mapping file.")
+    if not labelled:  # cases to score: a label would be thrown away, so refuse rather than drop it
+        given = int(df["label"].str.strip().ne("").sum()) if "label" in df.columns else 0
+        if given:
+            raise ManifestError(f"--unlabelled was given but {given:,} rows have a label; ingest without "
+                                "--unlabelled to keep them (a labelled dataset can be scored too), or drop the column.")
+        df = df.assign(label="")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ManifestError(f"The manifest lacks required column(s) {missing}. It has {list(df.columns)}; "
@@ -81,7 +87,8 @@ def _canonical_columns(df: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
     return df
 
 
-def _check_row(row: dict, classes: list[str] | None, mapping: Mapping) -> tuple[str, str] | None:
+def _check_row(row: dict, classes: list[str] | None, mapping: Mapping, labelled: bool = True
+               ) -> tuple[str, str] | None:
     """First problem with a row's text fields as (reason, detail), or None."""
     for col in CORE:
         if not _is_valid_text(row[col]):
@@ -91,6 +98,8 @@ def _check_row(row: dict, classes: list[str] | None, mapping: Mapping) -> tuple[
             return f"{col}_missing", f"{col} is empty."
     if len(row["note"]) > MAX_NOTE_CHARS:
         return "note_too_long", f"note has {len(row['note']):,} characters; the limit is {MAX_NOTE_CHARS:,}."
+    if not labelled:
+        return None
     if not row["label"].strip():
         return "label_missing", "label is empty."
     if classes is not None and _resolve_label(row["label"], classes, mapping) is None:
@@ -144,19 +153,22 @@ CASE_COLUMNS = ["source_row", "case_id", "patient_id", "clinic", "image_path", "
 
 
 def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int = 4, progress=None,
-             oversized: list[int] = ()) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+             oversized: list[int] = (), labelled: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Split manifest rows into accepted cases and rejected rows; returns (cases, rejected, classes).
 
-    ``df`` is indexed by source row (see read_manifest); ``oversized`` are rows too large to read."""
-    df = _canonical_columns(df, mapping)
+    ``df`` is indexed by source row (see read_manifest); ``oversized`` are rows too large to read.
+    ``labelled=False``: cases to score, without labels (classes: the declared ones, if any)."""
+    df = _canonical_columns(df, mapping, labelled)
     classes = mapping.classes
-    if classes is None:  # no declared taxonomy: the labels present define it, one spelling per look-alike group
+    if classes is None and not labelled:
+        classes = []
+    elif classes is None:  # no declared taxonomy: the labels present define it, one spelling per look-alike group
         labels = [mapping.labels.get(v.strip(), v.strip()) for v in df["label"] if v.strip() and _is_valid_text(v)]
         classes = sorted(set(canonical_spellings(labels).values()))
     rejected: list[dict] = [{"source_row": i, "case_id": None, "reason": "row_too_long",
                              "detail": f"row {i} is over {MAX_ROW_BYTES:,} bytes (or opens a quote it never closes); "
                                        "it was skipped unread."} for i in oversized]
-    accepted = _lookalike_clinics(_check_rows(df, classes, mapping, rejected), rejected)
+    accepted = _lookalike_clinics(_check_rows(df, classes, mapping, rejected, labelled), rejected)
     with ThreadPoolExecutor(workers) as pool:
         checks = []
         for status in pool.map(lambda r: _image_check(r["image_path"], image_root), accepted):
@@ -168,18 +180,19 @@ def validate(df: pd.DataFrame, mapping: Mapping, image_root: Path, workers: int 
             rejected.append({"source_row": row["source_row"], "case_id": row["case_id"].strip(),
                              "reason": value.reason, "detail": value.detail})
         else:
-            cases.append(_case(row, value, classes, mapping))
+            cases.append(_case(row, value, classes, mapping, labelled))
     cases_df = _drop_label_conflicts(pd.DataFrame(cases, columns=CASE_COLUMNS), rejected)
     rejected_df = pd.DataFrame(rejected, columns=["source_row", "case_id", "reason", "detail"])
     return cases_df, rejected_df.sort_values("source_row").reset_index(drop=True), classes
 
 
-def _check_rows(df: pd.DataFrame, classes: list[str], mapping: Mapping, rejected: list[dict]) -> list[dict]:
+def _check_rows(df: pd.DataFrame, classes: list[str], mapping: Mapping, rejected: list[dict],
+                labelled: bool = True) -> list[dict]:
     """Rows that pass the per-row checks (and are not a repeated case_id); the others go to ``rejected``."""
     accepted: list[dict] = []
     seen_ids: dict[str, int] = {}
     for i, row in zip(df.index, df.to_dict("records")):
-        problem = _check_row(row, classes, mapping)
+        problem = _check_row(row, classes, mapping, labelled)
         case_id = row["case_id"].strip()
         if problem is None and case_id in seen_ids:
             problem = ("duplicate_case_id", f"case_id {case_id!r} already used by row {seen_ids[case_id]}.")
@@ -192,7 +205,7 @@ def _check_rows(df: pd.DataFrame, classes: list[str], mapping: Mapping, rejected
     return accepted
 
 
-def _case(row: dict, image, classes: list[str], mapping: Mapping) -> dict:
+def _case(row: dict, image, classes: list[str], mapping: Mapping, labelled: bool = True) -> dict:
     """One accepted row as a case, with its flags and every other column in ``extra``."""
     fitz, fitz_flag = parse_fitzpatrick(row["fitzpatrick"])
     flags = [f for f in (fitz_flag, None if row["note"].strip() else "empty_note",
@@ -201,7 +214,7 @@ def _case(row: dict, image, classes: list[str], mapping: Mapping) -> dict:
     return {"source_row": row["source_row"], "case_id": row["case_id"].strip(),
             "patient_id": row["patient_id"].strip(), "clinic": row["clinic"].strip(),
             "image_path": str(image.path), "image_sha256": image.sha256,
-            "note": row["note"].strip(), "label": _resolve_label(row["label"], classes, mapping),
+            "note": row["note"].strip(), "label": _resolve_label(row["label"], classes, mapping) if labelled else None,
             "fitzpatrick": fitz, "flags": flags, "extra": json.dumps(extra, sort_keys=True)}
 
 
@@ -229,8 +242,9 @@ def fingerprint(info: dict, cases: pd.DataFrame, rejected: pd.DataFrame) -> str:
 
 
 def ingest(store, dataset: str, manifest: Path, mapping_path: Path | None = None,
-           image_root: Path | None = None, progress=None) -> IngestResult:
-    """Validate a manifest and write it as ``dataset``; a no-op if nothing changed."""
+           image_root: Path | None = None, progress=None, unlabelled: bool = False) -> IngestResult:
+    """Validate a manifest and write it as ``dataset``; a no-op if nothing changed.
+    ``unlabelled``: cases to score with ``python -m trainer predict``, never trained on."""
     manifest = Path(manifest).resolve()
     image_root = Path(image_root).resolve() if image_root else manifest.parent
     if not image_root.is_dir():
@@ -239,13 +253,14 @@ def ingest(store, dataset: str, manifest: Path, mapping_path: Path | None = None
     df, oversized = read_manifest(manifest)
     if df.empty and not oversized:
         raise ManifestError(f"The manifest {manifest} has no data rows.")
-    cases, rejected, classes = validate(df, mapping, image_root, progress=progress, oversized=oversized)
+    cases, rejected, classes = validate(df, mapping, image_root, progress=progress, oversized=oversized,
+                                        labelled=not unlabelled)
     for name in mapping.urgent_classes or []:
         if name not in classes:
             raise ManifestError(f"urgent class {name!r} is not one of the classes {classes}.")
     info = {"dataset": dataset, "manifest_path": str(manifest), "image_root": str(image_root),
             "classes": classes, "urgent_classes": mapping.urgent_classes,
-            "heldout_clinic": mapping.heldout_clinic, "simulated": mapping.simulated}
+            "heldout_clinic": mapping.heldout_clinic, "simulated": mapping.simulated, "labelled": not unlabelled}
     info["fingerprint"] = fingerprint(info, cases, rejected)
     changed = store.dataset_fingerprint(dataset) != info["fingerprint"]
     if changed and store.dataset_has_runs(dataset):

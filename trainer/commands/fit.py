@@ -18,18 +18,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from safetensors.numpy import save_file
 
 from data_store.runlock import RunLock
 from data_store.splits import choose_val_clinic, make_splits, subsample
 from data_store.store import TriageStore
 from trainer.config import FitConfig, run_config
 from trainer.encoders.cache import CacheStats
+from trainer.encoders.choice import AUTO, choose_image_encoder
+from trainer.encoders.run_encoders import encoder_record
 from trainer.encoders.prepare import prepare_features, targets
 from trainer.evaluation.selection import select_model
 from trainer.models.suite import prediction_rows, train_models
 from trainer.posthoc import posthoc_tables
 from trainer.timings import lap, reset_peak
-from trainer.uncertainty.deferral import photo_quality, train_distance
+from trainer.uncertainty.deferral import case_embedding, distance_to, photo_quality
 
 
 class FitError(ValueError):
@@ -83,6 +86,9 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     with TriageStore(db, read_only=True) as store:
         info = store.read_dataset(dataset)
         cases = store.read_cases(dataset)
+    if not bool(info.get("labelled", True)):
+        raise FitError(f"Dataset {dataset!r} was ingested with --unlabelled: its cases can be scored with "
+                       "`python -m trainer predict`, not trained on.")
     heldout = resolve_heldout(info, cases, cfg.heldout_clinic)
     try:
         val_clinic = (choose_val_clinic(cases, heldout, cfg.seed, cfg.val_clinic)
@@ -116,7 +122,19 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
             except Exception as store_exc:  # e.g. the disk is full: the original error matters more
                 log(f"could not mark run {run_id} failed ({store_exc}); it will show as interrupted")
             raise
+    _heldout_shift(Path(db), run_id, heldout, log)
     return run_id
+
+
+def _heldout_shift(db: Path, run_id: str, heldout: str, log) -> None:
+    """The label-free shift report of the held-out clinic (``python -m trainer shift``); the
+    run is complete either way, so a failure here is reported, not raised."""
+    from trainer.commands.shift import shift_report
+
+    try:
+        shift_report(db, run_id, heldout, log=log)
+    except (ValueError, OSError, RuntimeError) as exc:
+        log(f"the shift report of {heldout} could not be made ({exc}); run `python -m trainer shift` for it")
 
 
 def _train_and_store(req: RunRequest, log) -> None:
@@ -126,15 +144,28 @@ def _train_and_store(req: RunRequest, log) -> None:
     torch.manual_seed(cfg.seed)
     reset_peak()
     stats, timings = CacheStats(), {}
+    config = None
+    if cfg.image_encoder == AUTO:
+        t = time.perf_counter()
+        choice = choose_image_encoder(cases, split_arr, req.info["fingerprint"], cfg, req.classes, stats, log)
+        lap(timings, "encoder:choice", t)
+        log(f"image encoder chosen on val ({choice.val}): {choice.encoder}; "
+            + ", ".join(f"{c} {f1:.3f}" for c, f1 in choice.scores.items()))
+        cfg = replace(cfg, image_encoder=choice.encoder)
+        config = _record_choice(req, cfg, choice.to_dict())
     feats, text_dim, folders = prepare_features(cases, split_arr, req.info["fingerprint"], cfg, req.classes, stats,
                                                 log, timings)
     for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
         shutil.copytree(folder, req.artifacts / name, dirs_exist_ok=True)
     (req.artifacts / "ngrams.json").write_text(feats.ngrams.to_json())  # the notes' word vocabulary
+    (req.artifacts / "encoders.json").write_text(encoder_record(feats))  # what predict must read notes with
     y, where = targets(cases, req.classes, split_arr)
     logits = train_models(cfg, req.classes, y, where, feats, text_dim, req.artifacts, timings, log)
     predictions = prediction_rows(logits, cases["case_id"].to_numpy(), split_arr, y, where, req.classes)
-    per_case = pd.DataFrame({"train_distance": train_distance(feats, split_arr), **photo_quality(feats.images)},
+    embedding = case_embedding(feats)
+    reference = embedding[split_arr == "train"]  # kept with the run: predict measures new cases against it
+    save_file({"embedding": reference.astype(np.float32)}, str(req.artifacts / "train_reference.safetensors"))
+    per_case = pd.DataFrame({"train_distance": distance_to(embedding, reference), **photo_quality(feats.images)},
                             index=cases["case_id"])
     predictions = predictions.join(per_case, on="case_id")
     t = time.perf_counter()
@@ -144,7 +175,8 @@ def _train_and_store(req: RunRequest, log) -> None:
     splits_df = pd.DataFrame({"case_id": req.split.index, "split": split_arr})
     with TriageStore(req.db) as store:
         store.finish_run(req.run_id, splits_df, predictions,
-                         json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}), posthoc)
+                         json.dumps({**timings, "cache_hits": stats.hits, "cache_misses": stats.misses}), posthoc,
+                         config)
     peaks = ", ".join(f"{k.removeprefix('peak_mb:')} {v:,.0f}" for k, v in timings.items() if k.startswith("peak_mb:"))
     log(f"stored {len(predictions):,} predictions and the audit in {time.perf_counter() - t:.1f} s "
         f"(peak memory by stage, MiB: {peaks})")
@@ -152,6 +184,15 @@ def _train_and_store(req: RunRequest, log) -> None:
     log(f"model chosen on val ({'clinic ' + cfg.val_clinic if cfg.val_clinic else 'training-clinic patients'}): "
         f"{chosen.model}, macro F1 {chosen.estimate:.3f}; all: "
         + ", ".join(f"{r.model} {r.macro_f1:.3f}" for r in chosen.evidence.itertuples()))
+
+
+def _record_choice(req: RunRequest, cfg: FitConfig, choice: dict) -> str:
+    """The run's settings with the resolved image encoder and the evidence for it, written to
+    its config.json now and to the store when the run completes; returns them as JSON."""
+    path = req.artifacts / "config.json"
+    saved = {**json.loads(path.read_text()), "image_encoder": cfg.image_encoder, "image_encoder_choice": choice}
+    path.write_text(json.dumps(saved, indent=2))
+    return json.dumps({k: v for k, v in saved.items() if k not in ("run_id", "classes")})
 
 
 def features_for_run(db: str | Path, run_id: str):

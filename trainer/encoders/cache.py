@@ -37,6 +37,7 @@ class Features:
     ngram_ids: np.ndarray | None = None  # (n, K) int64 word n-gram ids of the notes (0 pads)
     ngram_weights: np.ndarray | None = None  # (n, K) float32 their TF-IDF weights
     ngrams: object | None = None  # the NgramVocabulary fitted on train notes
+    text_identity: str | None = None  # the note encoder's identity (weights and settings)
 
 
 @dataclass
@@ -94,7 +95,8 @@ def build_features(cases, fingerprint: str, cache_dir: str | Path, image_size: i
         with tqdm(total=len(notes), desc="encoding notes", unit="note", mininterval=1) as bar:
             tokens, mask = text_encoder.encode(notes, progress=bar.update)
         return {"tokens": tokens, "mask": mask}
-    text = cached_arrays(cache / f"text-{content}-{text_encoder.identity()}.safetensors", encode_text, stats)
+    text_identity = text_encoder.identity()
+    text = cached_arrays(cache / f"text-{content}-{text_identity}.safetensors", encode_text, stats)
 
     image_tokens = None
     if image_encoder is not None:
@@ -106,4 +108,5 @@ def build_features(cases, fingerprint: str, cache_dir: str | Path, image_size: i
         image_tokens = cached_arrays(cache / f"image-{content}-{image_encoder.identity()}.safetensors",
                                      encode_images, stats)["emb"]
     present = np.asarray([bool(n.strip()) for n in notes])
-    return Features(np.asarray(ids), notes, images, text["tokens"], text["mask"], present, image_tokens)
+    return Features(np.asarray(ids), notes, images, text["tokens"], text["mask"], present, image_tokens,
+                    text_identity=text_identity)

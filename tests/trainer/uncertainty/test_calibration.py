@@ -80,3 +80,20 @@ def test_an_already_calibrated_model_is_left_alone_rather_than_made_worse():
     assert choice.candidates["isotonic"]["ece"] > choice.candidates["none"]["ece"]
     assert choice.method == "none"
     np.testing.assert_allclose(choice.calibrator.predict_proba(logits), softmax(logits, axis=1))
+
+
+@pytest.mark.parametrize("method", ["temperature", "vector", "isotonic", "none"])
+def test_a_stored_calibrator_predicts_as_the_fitted_one(method):
+    """What ``predict`` rebuilds from a run's ``calibrators`` row gives the fitted calibrator's probabilities."""
+    import json
+
+    from trainer.uncertainty.calibration import CALIBRATORS, Uncalibrated, calibrator_from_params
+
+    logits, y = _overconfident(1)
+    fitted = CALIBRATORS.get(method, Uncalibrated)().fit(logits[:1000], y[:1000])
+    stored = json.loads(json.dumps(fitted.params()))  # as the store keeps it
+    new = logits[1000:] * 1.3  # other cases, some beyond the fitted range
+    np.testing.assert_allclose(calibrator_from_params(method, stored).predict_proba(new), fitted.predict_proba(new),
+                               rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="Unknown calibrator"):
+        calibrator_from_params("platt", {})

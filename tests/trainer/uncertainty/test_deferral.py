@@ -121,3 +121,21 @@ def test_operating_points_match_a_direct_count_at_every_threshold():
             assert row["accepted_accuracy"] == pytest.approx(acc, nan_ok=True)
             missed = (urgent_true & ~flagged)[m][~d].sum() / urgent_true[m].sum()
             assert row["missed_urgent_rate"] == pytest.approx(missed)
+
+
+def test_a_stored_deferral_scorer_scores_as_the_fitted_one():
+    """What ``predict`` rebuilds from a run's ``deferral_scorers`` row gives the fitted scores."""
+    import json
+
+    p, y, rng = _cases(3)
+    signals = deferral_signals(p, URGENT, train_distance=rng.random(len(p)))
+    rule_out = doubtful_rule_out(p, URGENT, 0.2)
+    wrong = p.argmax(1) != y
+    for fitted in (DeferralScorer().fit(signals[:2000], wrong[:2000], rule_out[:2000]),
+                   DeferralScorer().fit(signals[:6], wrong[:6], rule_out[:6])):  # too few: the base rate
+        stored = DeferralScorer.from_params(json.loads(json.dumps(fitted.params())))
+        np.testing.assert_allclose(stored.predict(signals[2000:], rule_out[2000:]),
+                                   fitted.predict(signals[2000:], rule_out[2000:]), rtol=0, atol=1e-12)
+    assert DeferralScorer.from_params(fitted.params()).params()["model"] == "base_rate"
+    with pytest.raises(ValueError, match="signals"):
+        DeferralScorer.from_params({**DeferralScorer().fit(signals, wrong, rule_out).params(), "signals": ["x"]})

@@ -1,0 +1,104 @@
+"""``python -m trainer shift``: does a clinic differ from the run's training clinics? No label read.
+
+For one clinic's cases (the run's held-out clinic, or a clinic of a dataset ingested
+later and scored with ``predict``): a domain classifier on the photos and one on the
+notes against the run's training cases, the clinic's class mix estimated by BBSE and EM,
+the share deferred under the default policy, far from the training data, with a poor
+photo or an empty note, each against the training clinics' ``calib`` cases, and a plain
+verdict (``trainer/evaluation/shift.py``). Stored in the ``shift`` table.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file
+
+from data_store.fitzpatrick import fitzpatrick_group
+from data_store.store import TriageStore
+from trainer.config import run_config
+from trainer.encoders.cache import CacheStats
+from trainer.encoders.run_encoders import RunMismatch, run_features
+from trainer.evaluation.selection import select_model
+from trainer.evaluation.shift import ShiftInputs, shift_rows
+from trainer.posthoc.replay import decide, policy_thresholds
+from trainer.uncertainty.deferral import case_embedding
+
+SIGNALS = ("train_distance", "photo_sharpness", "photo_overexposed")
+
+
+class ShiftError(ValueError):
+    """A request ``shift`` refuses."""
+
+
+def shift_report(db: str | Path, run_id: str, clinic: str, dataset: str | None = None, model: str | None = None,
+                 log=print) -> pd.DataFrame:
+    """The shift report of ``clinic`` for the run's ``model`` (default: the model the run
+    chose on val), stored in ``shift`` and returned."""
+    with TriageStore(db, read_only=True) as store:
+        run = store.read_run(run_id)
+        dataset = dataset or run["dataset"]
+        info, cases = store.read_dataset(dataset), store.read_cases(dataset)
+        model = model or select_model(store.read_table("metrics", run_id)).model
+        preds = store.read_predictions(run_id, model)
+        scores = store.read_scores(run_id, dataset, model) if dataset != run["dataset"] else None
+        default = store.read_table("policies", run_id, model=model, policy=run_config(run["config"]).default_policy)
+        run_cases = cases if dataset == run["dataset"] else store.read_cases(run["dataset"])
+    cfg, classes = run_config(run["config"]), list(run["classes"])
+    new = _new_cases(cases, clinic, preds, scores, dataset, run)
+    calib = preds[preds["split"] == "calib"].merge(run_cases[["case_id", "note"]], on="case_id")
+    try:
+        feats = run_features(new[["case_id", "note", "image_path"]], info["fingerprint"], Path(run["artifacts_dir"]),
+                             cfg, len(classes), CacheStats(), log, unified=False)
+    except RunMismatch as exc:
+        raise ShiftError(str(exc)) from None
+    reference = load_file(str(Path(run["artifacts_dir"]) / "train_reference.safetensors"))["embedding"]
+    embedding, d_text = case_embedding(feats), feats.text_tokens.shape[-1]
+    threshold = policy_thresholds(default)[cfg.default_policy]
+    inputs = ShiftInputs(
+        photo_train=reference[:, d_text:], photo_new=embedding[:, d_text:], note_train=reference[:, :d_text],
+        note_new=embedding[:, :d_text], probs_calib=np.stack(calib["probs"]),
+        y_calib=calib["y_true"].map({c: i for i, c in enumerate(classes)}).to_numpy(),
+        probs_new=np.stack(new["probs"]), signals_calib=_signals(calib), signals_new=_signals(new),
+        deferred_calib=_decide(calib, run_cases, threshold), deferred_new=_decide(new, cases, threshold))
+    rows = shift_rows(inputs, classes, cfg.seed, cfg.n_boot).assign(model=model, dataset=dataset, clinic=clinic)
+    with TriageStore(db) as store:
+        store.write_shift(run_id, dataset, clinic, model, rows)
+    log(rows[rows["metric"] == "verdict"]["detail"].iloc[0])
+    return rows
+
+
+def _new_cases(cases: pd.DataFrame, clinic: str, preds: pd.DataFrame, scores: pd.DataFrame | None, dataset: str,
+               run: dict) -> pd.DataFrame:
+    """The clinic's cases with their calibrated probs, deferral score and signals: from the
+    run's predictions (its own dataset: cases it did not train on) or from predict's scores."""
+    here = cases[cases["clinic"] == clinic]
+    if here.empty:
+        raise ShiftError(f"Dataset {dataset!r} has no clinic {clinic!r}; clinics: "
+                         f"{', '.join(sorted(cases['clinic'].unique()))}.")
+    if scores is None:
+        rows = preds[preds["split"] != "calib"]
+    else:
+        if scores.empty:
+            raise ShiftError(f"Run {run['run_id']} has not scored dataset {dataset!r}; run `python -m trainer "
+                             f"predict --run {run['run_id']} --dataset {dataset}` first.")
+        signals = pd.DataFrame([json.loads(s) for s in scores["signals"]])
+        rows = pd.concat([scores[["case_id", "probs", "defer_score"]].reset_index(drop=True),
+                          signals[list(SIGNALS)]], axis=1)
+    out = here[["case_id", "note", "image_path"]].merge(rows, on="case_id")
+    if out.empty:
+        raise ShiftError(f"Clinic {clinic!r} has no case the run did not train on.")
+    return out
+
+
+def _signals(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame[list(SIGNALS)].astype(float).reset_index(drop=True)
+    return out.assign(note_missing=frame["note"].fillna("").str.strip().eq("").to_numpy())
+
+
+def _decide(frame: pd.DataFrame, cases: pd.DataFrame, threshold: tuple[float, dict]) -> np.ndarray:
+    """The default policy's decisions (True: review) from each case's stored deferral score."""
+    groups = fitzpatrick_group(frame["case_id"].map(cases.set_index("case_id")["fitzpatrick"]))
+    return decide(threshold, frame["defer_score"].to_numpy(), groups)

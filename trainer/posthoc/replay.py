@@ -1,0 +1,96 @@
+"""A run's post-hoc rules, exactly as its tables store them, applied to new cases.
+
+``fit`` fits the calibrator, the deferral scorer, the conformal thresholds and the
+policies on ``calib`` and stores each one's parameters. Scoring a case the run never saw
+refits nothing: it takes those rows back (``load_rules``) and applies them
+(``apply_rules``), so a case scores the same whether it was in the run's ``test`` split or
+arrives later.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from data_store.fitzpatrick import fitzpatrick_group
+from trainer.uncertainty.calibration import calibrator_from_params, log_probs
+from trainer.uncertainty.conformal import class_scores
+from trainer.uncertainty.deferral import DeferralScorer, deferral_signals, doubtful_rule_out
+
+
+@dataclass
+class Rules:
+    """One model's stored post-hoc rules."""
+
+    calibrator: object
+    scorer: DeferralScorer
+    urgent_doubt: float
+    conformal_method: str
+    qhat: dict[str, float]  # Mondrian threshold per skin-tone group (a group calib never saw: every class)
+    thresholds: dict[str, tuple[float, dict[str, float]]]  # policy -> (threshold, per-group thresholds)
+
+
+def _params(value) -> dict:
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+RULE_TABLES = ("calibrators", "deferral_scorers", "conformal", "policies")
+
+
+def load_rules(tables: dict[str, pd.DataFrame], model: str, conformal_method: str) -> Rules:
+    """One model's rules from a run's ``RULE_TABLES`` (as the store reads them)."""
+    rows = {name: t[t["model"] == model] for name, t in tables.items()}
+    cal, scorer = rows["calibrators"], rows["deferral_scorers"]
+    if cal.empty or scorer.empty:
+        raise ValueError(f"The run has no post-hoc tables for {model!r}; run `python -m trainer posthoc`.")
+    scorer_params = _params(scorer["params"].iloc[0])
+    conf = rows["conformal"]
+    conf = conf[(conf["method"] == conformal_method) & (conf["mode"] == "mondrian")]
+    qhat = dict(zip(conf["slice_value"], conf["qhat"].astype(float)))
+    thresholds = policy_thresholds(rows["policies"])
+    return Rules(calibrator_from_params(cal["method"].iloc[0], _params(cal["params"].iloc[0])),
+                 DeferralScorer.from_params(scorer_params), float(scorer_params["urgent_doubt"]),
+                 conformal_method, qhat, thresholds)
+
+
+def policy_thresholds(policies: pd.DataFrame) -> dict[str, tuple[float, dict[str, float]]]:
+    """Each threshold policy of a run's ``policies`` rows: (its threshold, per-group thresholds)."""
+    out = {}
+    for name, rows in policies[policies["policy"] != "conformal_set"].groupby("policy", sort=True):
+        overall = rows[rows["slice"] == "overall"]["threshold"]
+        per_group = _params(rows["params"].iloc[0]).get("thresholds", {})
+        out[name] = (float(overall.iloc[0]), {str(k): float(v) for k, v in per_group.items()})
+    return out
+
+
+def decide(threshold: tuple[float, dict[str, float]], defer_score: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(n,) True where a clinician reviews: the score reaches the case's group threshold
+    (a group without its own: the overall one), as ``ThresholdPolicy.decide``."""
+    overall, per_group = threshold
+    return np.asarray(defer_score) >= np.array([per_group.get(g, overall) for g in groups], dtype=float)
+
+
+def calibrated(rules: Rules, probs_uncal: np.ndarray) -> np.ndarray:
+    return rules.calibrator.predict_proba(log_probs(probs_uncal))
+
+
+def apply_rules(rules: Rules, probs_uncal: np.ndarray, urgent: np.ndarray, single: dict[str, np.ndarray],
+                per_case: pd.DataFrame, fitzpatrick: np.ndarray, u: np.ndarray) -> dict:
+    """Calibrated probabilities, the deferral score with its signals, the conformal sets and
+    every policy's decision (True: a clinician reviews the case) for new cases.
+    ``single``: the calibrated text_only and image_only probabilities (for the agreement
+    signals); ``per_case``: note_missing, train_distance, photo_sharpness, photo_overexposed."""
+    probs = calibrated(rules, probs_uncal)
+    signals = deferral_signals(probs, urgent, single.get("text_only"), single.get("image_only"),
+                               **{c: per_case[c].to_numpy() for c in per_case})
+    rule_out = doubtful_rule_out(probs, urgent, rules.urgent_doubt)
+    defer_score = rules.scorer.predict(signals, rule_out)
+    groups = fitzpatrick_group(pd.Series(fitzpatrick))
+    qhat = np.array([rules.qhat.get(g, np.inf) for g in groups])
+    sets = class_scores(probs, rules.conformal_method, u) <= qhat[:, None]
+    decisions = {name: decide(threshold, defer_score, groups) for name, threshold in rules.thresholds.items()}
+    decisions["conformal_set"] = sets.sum(1) != 1
+    return {"probs": probs, "signals": signals, "doubtful_rule_out": rule_out, "defer_score": defer_score,
+            "sets": sets, "decisions": decisions, "groups": groups}
