@@ -28,8 +28,11 @@ c1.metric("Cases", f"{int(info['n_cases']):,}")
 c2.metric("Rejected rows", f"{int(info['n_rejected']):,}")
 c3.metric("Clinics", len(summary["clinic"]))
 c4.metric("Held-out clinic", ui.plain(info["heldout_clinic"]) if info["heldout_clinic"] else "not declared")
-st.caption(f"Classes, in probability order: {', '.join(map(ui.plain, info['classes']))}. "
-           f"Ingested {info['ingested_at']:%Y-%m-%d %H:%M} from {ui.plain(info['manifest_path'])}.")
+labelled = bool(info.get("labelled", True))
+st.caption((f"Classes, in probability order: {', '.join(map(ui.plain, info['classes']))}. " if labelled else
+            "Unlabelled (ingested with `--unlabelled`): cases to score with `python -m trainer predict`; no run "
+            "trains on them. ")
+           + f"Ingested {info['ingested_at']:%Y-%m-%d %H:%M} from {ui.plain(info['manifest_path'])}.")
 
 fitz = tables.fitzpatrick_counts(summary["fitzpatrick"])
 left, middle, right = st.columns(3)
@@ -37,7 +40,10 @@ left.altair_chart(charts.count_bars(summary["clinic"], "clinic", "Cases by clini
                   width="stretch")
 middle.altair_chart(charts.count_bars(fitz, "fitzpatrick", "Cases by Fitzpatrick skin type", sort="stored"),
                     width="stretch")
-right.altair_chart(charts.count_bars(summary["label"], "label", "Cases by category"), width="stretch")
+if labelled:
+    right.altair_chart(charts.count_bars(summary["label"], "label", "Cases by category"), width="stretch")
+else:
+    right.info("No labels: the cases' categories are unknown until clinicians label them.")
 
 st.subheader("Rejected rows by reason")
 if summary["rejected"].empty:

@@ -26,3 +26,20 @@ def test_home_without_a_store_says_how_to_make_one(tmp_path, monkeypatch):
     at = AppTest.from_file(HOME, default_timeout=30).run()
     assert not at.exception
     assert "./run.sh" in at.info[0].value
+
+
+def test_home_shows_an_unlabelled_dataset_without_categories(synth_dir, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from data_store.ingest import ingest
+
+    pd.read_csv(synth_dir / "manifest.csv").drop(columns="label").head(30).to_csv(tmp_path / "new.csv", index=False)
+    db = tmp_path / "t.duckdb"
+    with TriageStore(db) as store:
+        ingest(store, "later", tmp_path / "new.csv", image_root=synth_dir, unlabelled=True)
+    monkeypatch.setenv("TRIAGE_DB", str(db))
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Cases"] == "30"
+    assert any("Unlabelled" in c.value for c in at.caption)
+    assert any("No labels" in i.value for i in at.info)
