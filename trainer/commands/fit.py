@@ -26,8 +26,8 @@ from data_store.store import TriageStore
 from trainer.config import FitConfig, run_config
 from trainer.encoders.cache import CacheStats
 from trainer.encoders.choice import AUTO, choose_image_encoder
-from trainer.encoders.run_encoders import encoder_record
 from trainer.encoders.prepare import prepare_features, targets
+from trainer.encoders.run_encoders import encoder_record
 from trainer.evaluation.selection import select_model
 from trainer.models.suite import prediction_rows, train_models
 from trainer.posthoc import posthoc_tables

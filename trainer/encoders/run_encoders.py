@@ -8,6 +8,7 @@ environment and refused unless they are the ones the run used.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pandas as pd
 import torch
 
 from trainer.config import FitConfig
-from trainer.encoders.cache import CacheStats, Features, build_features, content_key
+from trainer.encoders.cache import CacheStats, Features, build_features, cached_arrays, content_key
 from trainer.encoders.from_scratch import in_batches
 from trainer.encoders.ngrams import NgramVocabulary
 from trainer.encoders.text import TextEncoder
@@ -83,7 +84,21 @@ def _cnn_tokens(feats: Features, folder: Path, n_classes: int) -> np.ndarray:
 
 def _clip_embeddings(feats: Features, cases: pd.DataFrame, fingerprint: str, run_dir: Path, cfg: FitConfig,
                      n_classes: int, stats: CacheStats) -> tuple[np.ndarray, np.ndarray]:
-    """Photo and note embeddings of the run's unified CLIP (LiT or tiny), computed as
+    """Photo and note embeddings of the run's unified CLIP, cached by the cases' content and
+    the CLIP's files (a second ``predict`` of the same cases reads them back)."""
+    digest = hashlib.sha256()
+    for file in sorted((run_dir / "unified_clip").iterdir()):
+        digest.update(file.name.encode() + file.read_bytes())
+    path = Path(cfg.cache_dir) / f"run-clip-{content_key(fingerprint, list(feats.case_ids))}-{digest.hexdigest()[:16]}"
+    emb = cached_arrays(path.with_suffix(".safetensors"),
+                        lambda: dict(zip(("img", "txt"), _embed(feats, cases, fingerprint, run_dir, cfg, n_classes,
+                                                                 stats))), stats)
+    return emb["img"], emb["txt"]
+
+
+def _embed(feats: Features, cases: pd.DataFrame, fingerprint: str, run_dir: Path, cfg: FitConfig,
+           n_classes: int, stats: CacheStats) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings of the run's unified CLIP (LiT or tiny), computed as
     ``from_scratch.clip_embeddings`` computed them for the run's own cases."""
     import open_clip
 

@@ -78,6 +78,9 @@ def test_unlabelled_cases_are_scored_and_exported_with_case_ids_only(quick_run, 
     assert len(exported) == len(scores) and set(exported["case_id"]) == set(frame["case_id"])
     assert not {"patient_id", "note", "label"} & set(exported.columns)
     assert {"review_review_budget", "review_urgent_sensitivity", "defer_score"} <= set(exported.columns)
+    # Again: the encoders' outputs come from the cache, and the scores are the same.
+    again = predict(db, quick_run["run_id"], "newclinic", log=lambda m: None).sort_values(["model", "case_id"])
+    np.testing.assert_allclose(np.stack(again["probs"]), np.stack(scores["probs"]), atol=1e-12)
 
 
 def test_predict_refuses_other_classes_and_other_encoders(quick_run, own_scores, synth_dir, tmp_path):
