@@ -2,7 +2,8 @@
 
 For one clinic's cases (the run's held-out clinic, or a clinic of a dataset ingested
 later and scored with ``predict``): a domain classifier on the photos and one on the
-notes against the run's training cases, the clinic's class mix estimated by BBSE and EM,
+notes against the training clinics' ``calib`` cases (never trained on: the CNN would know
+its own training photos apart from any others), the clinic's class mix estimated by BBSE and EM,
 the share deferred under the default policy, far from the training data, with a poor
 photo or an empty note, each against the training clinics' ``calib`` cases, and a plain
 verdict (``trainer/evaluation/shift.py``). Stored in the ``shift`` table.
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file
 
 from data_store.fitzpatrick import fitzpatrick_group
 from data_store.store import TriageStore
@@ -40,25 +40,22 @@ def shift_report(db: str | Path, run_id: str, clinic: str, dataset: str | None =
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
         dataset = dataset or run["dataset"]
+        same = dataset == run["dataset"]
         info, cases = store.read_dataset(dataset), store.read_cases(dataset)
         model = model or select_model(store.read_table("metrics", run_id)).model
         preds = store.read_predictions(run_id, model)
-        scores = store.read_scores(run_id, dataset, model) if dataset != run["dataset"] else None
+        scores = None if same else store.read_scores(run_id, dataset, model)
         default = store.read_table("policies", run_id, model=model, policy=run_config(run["config"]).default_policy)
-        run_cases = cases if dataset == run["dataset"] else store.read_cases(run["dataset"])
+        run_cases = cases if same else store.read_cases(run["dataset"])
+        run_fingerprint = info["fingerprint"] if same else store.read_dataset(run["dataset"])["fingerprint"]
     cfg, classes = run_config(run["config"]), list(run["classes"])
     new = _new_cases(cases, clinic, preds, scores, dataset, run)
-    calib = preds[preds["split"] == "calib"].merge(run_cases[["case_id", "note"]], on="case_id")
-    try:
-        feats = run_features(new[["case_id", "note", "image_path"]], info["fingerprint"], Path(run["artifacts_dir"]),
-                             cfg, len(classes), CacheStats(), log, unified=False)
-    except RunMismatch as exc:
-        raise ShiftError(str(exc)) from None
-    reference = load_file(str(Path(run["artifacts_dir"]) / "train_reference.safetensors"))["embedding"]
-    embedding, d_text = case_embedding(feats), feats.text_tokens.shape[-1]
+    calib = preds[preds["split"] == "calib"].merge(run_cases[["case_id", "note", "image_path"]], on="case_id")
+    reference, d_text = _embedding(calib, run_fingerprint, run, cfg, log)
+    embedding, _ = _embedding(new, info["fingerprint"], run, cfg, log)
     threshold = policy_thresholds(default)[cfg.default_policy]
     inputs = ShiftInputs(
-        photo_train=reference[:, d_text:], photo_new=embedding[:, d_text:], note_train=reference[:, :d_text],
+        photo_calib=reference[:, d_text:], photo_new=embedding[:, d_text:], note_calib=reference[:, :d_text],
         note_new=embedding[:, :d_text], probs_calib=np.stack(calib["probs"]),
         y_calib=calib["y_true"].map({c: i for i, c in enumerate(classes)}).to_numpy(),
         probs_new=np.stack(new["probs"]), signals_calib=_signals(calib), signals_new=_signals(new),
@@ -68,6 +65,17 @@ def shift_report(db: str | Path, run_id: str, clinic: str, dataset: str | None =
         store.write_shift(run_id, dataset, clinic, model, rows)
     log(rows[rows["metric"] == "verdict"]["detail"].iloc[0])
     return rows
+
+
+def _embedding(frame: pd.DataFrame, fingerprint: str, run: dict, cfg, log) -> tuple[np.ndarray, int]:
+    """Cases in the space of the distance signal (``case_embedding``), read by the run's own
+    encoders; and where its note part ends."""
+    try:
+        feats = run_features(frame[["case_id", "note", "image_path"]], fingerprint, Path(run["artifacts_dir"]), cfg,
+                             len(run["classes"]), CacheStats(), log, unified=False)
+    except RunMismatch as exc:
+        raise ShiftError(str(exc)) from None
+    return case_embedding(feats), feats.text_tokens.shape[-1]
 
 
 def _new_cases(cases: pd.DataFrame, clinic: str, preds: pd.DataFrame, scores: pd.DataFrame | None, dataset: str,

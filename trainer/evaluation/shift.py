@@ -125,13 +125,13 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 @dataclass
 class ShiftInputs:
-    """What the report compares: the training clinics (``train`` for the domain classifier,
-    ``calib`` for the rest) against the new clinic's cases. Signals: train_distance,
+    """What the report compares: the training clinics' ``calib`` cases (no model or encoder
+    trained on them) against the new clinic's cases. Signals: train_distance,
     photo_sharpness, photo_overexposed, note_missing, one row per case."""
 
-    photo_train: np.ndarray  # (n_train, d) each case's mean image token, unit length
+    photo_calib: np.ndarray  # (n_calib, d) each case's mean image token, unit length
     photo_new: np.ndarray
-    note_train: np.ndarray  # (n_train, d) each note's mean token, unit length
+    note_calib: np.ndarray  # (n_calib, d) each note's mean token, unit length
     note_new: np.ndarray
     probs_calib: np.ndarray  # (n_calib, k) calibrated
     y_calib: np.ndarray
@@ -146,7 +146,7 @@ def shift_rows(x: ShiftInputs, classes: list[str], seed: int = 0, n_boot: int = 
     """The label-free shift report: one row per figure (metric, slice_value, value, ci_low,
     ci_high, reference: the training clinics' value, n), then the verdict (detail)."""
     rows = []
-    for name, (a, b) in {"photo": (x.photo_train, x.photo_new), "note": (x.note_train, x.note_new)}.items():
+    for name, (a, b) in {"photo": (x.photo_calib, x.photo_new), "note": (x.note_calib, x.note_new)}.items():
         e = domain_auroc(a, b, seed, n_boot=n_boot)
         rows.append({"metric": "domain_auroc", "slice_value": name, "value": e.value, "ci_low": e.ci_low,
                      "ci_high": e.ci_high, "reference": 0.5, "n": len(b)})
@@ -191,9 +191,10 @@ def verdict_reasons(table) -> list[str]:
     em = table[table["metric"] == "class_share_em"]
     moved = em[((em["value"] - em["reference"]).abs() > 0.05) & ((em["ci_low"] > em["reference"])
                                                                  | (em["ci_high"] < em["reference"]))]
-    if len(moved):
-        reasons.append("the class mix has moved (" + ", ".join(f"{r.slice_value} {r.reference:.0%} -> {r.value:.0%}"
-                                                              for r in moved.itertuples()) + ", estimated)")
+    if len(moved):  # a real change of mix, or the model reading these cases differently: EM cannot tell
+        reasons.append("the model's outputs imply another class mix (" + ", ".join(
+            f"{r.slice_value} {r.reference:.0%} -> {r.value:.0%}" for r in moved.itertuples())
+            + "; a real change, or the model reading these cases differently)")
     for metric, words in (("far_from_training", "of cases lie far from the training data"),
                           ("defer_rate", "of cases would be deferred"),
                           ("blurred_photo", "of photos are blurred"), ("empty_note", "of notes are empty")):
