@@ -81,7 +81,7 @@ def _embedding(frame: pd.DataFrame, fingerprint: str, run: dict, cfg, log) -> tu
 def _new_cases(cases: pd.DataFrame, clinic: str, preds: pd.DataFrame, scores: pd.DataFrame | None, dataset: str,
                run: dict) -> pd.DataFrame:
     """The clinic's cases with their calibrated probs, deferral score and signals: from the
-    run's predictions (its own dataset: cases it did not train on) or from predict's scores."""
+    run's predictions (its own dataset: its val and test cases) or from predict's scores."""
     here = cases[cases["clinic"] == clinic]
     if here.empty:
         raise ShiftError(f"Dataset {dataset!r} has no clinic {clinic!r}; clinics: "
@@ -97,7 +97,8 @@ def _new_cases(cases: pd.DataFrame, clinic: str, preds: pd.DataFrame, scores: pd
                           signals[list(SIGNALS)]], axis=1)
     out = here[["case_id", "note", "image_path"]].merge(rows, on="case_id")
     if out.empty:
-        raise ShiftError(f"Clinic {clinic!r} has no case the run did not train on.")
+        raise ShiftError(f"Clinic {clinic!r} has no case outside the run's train and calib splits (calib is what "
+                         "it is compared with).")
     return out
 
 
