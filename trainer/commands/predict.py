@@ -21,6 +21,7 @@ from trainer.config import BASELINES, run_config
 from trainer.encoders.cache import CacheStats
 from trainer.encoders.run_encoders import RunMismatch, run_features
 from trainer.models.checkpoints import load_checkpoint
+from trainer.models.suite import late_fusion_logits
 from trainer.models.train import Inputs, predict_logits
 from trainer.posthoc.replay import RULE_TABLES, apply_rules, calibrated, load_rules
 from trainer.uncertainty.deferral import case_embedding, distance_to, photo_quality
@@ -39,7 +40,7 @@ def predict(db: str | Path, run_id: str, dataset: str, out: str | Path | None = 
         cfg, classes = run_config(run["config"]), list(run["classes"])
         _check(run, info, cases, classes)
         tables = {name: store.read_table(name, run_id) for name in RULE_TABLES}
-    rules = {m: load_rules(tables, m, cfg.conformal_method) for m in cfg.models}
+    rules = {m: load_rules(tables, m, cfg.conformal_method, cfg.alpha) for m in cfg.models}
     run_dir = Path(run["artifacts_dir"])
     torch.set_num_threads(cfg.threads)
     try:
@@ -82,12 +83,7 @@ def _logits(run_dir: Path, models: tuple[str, ...], feats) -> dict[str, np.ndarr
     out = {}
     for name in tqdm(sorted(models, key=lambda m: m == "late_fusion"), desc="scoring", unit="model"):
         model = load_checkpoint(run_dir / name)
-        if name == "late_fusion":
-            logp = {m: torch.log_softmax(torch.from_numpy(out[m]), 1) for m in BASELINES}
-            with torch.no_grad():
-                out[name] = model({"logp_text": logp["text_only"], "logp_image": logp["image_only"]}).numpy()
-        else:
-            out[name] = predict_logits(model, inputs, every)
+        out[name] = late_fusion_logits(model, out) if name == "late_fusion" else predict_logits(model, inputs, every)
     return out
 
 

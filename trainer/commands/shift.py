@@ -39,16 +39,16 @@ def shift_report(db: str | Path, run_id: str, clinic: str, dataset: str | None =
     chose on val), stored in ``shift`` and returned."""
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
+        cfg, classes = run_config(run["config"]), list(run["classes"])
         dataset = dataset or run["dataset"]
         same = dataset == run["dataset"]
         info, cases = store.read_dataset(dataset), store.read_cases(dataset)
         model = model or select_model(store.read_table("metrics", run_id)).model
         preds = store.read_predictions(run_id, model)
         scores = None if same else store.read_scores(run_id, dataset, model)
-        default = store.read_table("policies", run_id, model=model, policy=run_config(run["config"]).default_policy)
+        default = store.read_table("policies", run_id, model=model, policy=cfg.default_policy)
         run_cases = cases if same else store.read_cases(run["dataset"])
         run_fingerprint = info["fingerprint"] if same else store.read_dataset(run["dataset"])["fingerprint"]
-    cfg, classes = run_config(run["config"]), list(run["classes"])
     new = _new_cases(cases, clinic, preds, scores, dataset, run)
     calib = preds[preds["split"] == "calib"].merge(run_cases[["case_id", "note", "image_path"]], on="case_id")
     reference, d_text = _embedding(calib, run_fingerprint, run, cfg, log)

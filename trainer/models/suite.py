@@ -31,15 +31,24 @@ def model_spec(name: str, cfg: FitConfig, n_classes: int, text_dim: int, image_d
             "text_encoder": cfg.text_encoder}
 
 
+def _baseline_logp(logits: dict) -> dict[str, torch.Tensor]:
+    return {m: torch.log_softmax(torch.from_numpy(logits[m]), 1) for m in BASELINES}
+
+
+def late_fusion_logits(model, logits: dict) -> np.ndarray:
+    """The late-fusion model's logits from the single-modality models' logits (same rows)."""
+    logp = _baseline_logp(logits)
+    with torch.no_grad():
+        return model({"logp_text": logp["text_only"], "logp_image": logp["image_only"]}).numpy()
+
+
 def _late_fusion(model, logits: dict, y: np.ndarray, val_idx: np.ndarray, n_classes: int):
     """Fit the weights of the single-modality models' log-probabilities on val; logits of every eval row."""
-    logp = {m: torch.log_softmax(torch.from_numpy(logits[m]), 1) for m in BASELINES}
+    logp = _baseline_logp(logits)
     val = np.arange(len(val_idx))  # eval rows start with the val rows
     model.fit(logp["text_only"][val], logp["image_only"][val], torch.from_numpy(y[val_idx]),
               class_weights(y[val_idx], n_classes))
-    with torch.no_grad():
-        out = model({"logp_text": logp["text_only"], "logp_image": logp["image_only"]}).numpy()
-    return out, [{"weights": model.weights.tolist()}]
+    return late_fusion_logits(model, logits), [{"weights": model.weights.tolist()}]
 
 
 def train_models(cfg: FitConfig, classes: list[str], y: np.ndarray, where: dict, feats: Features, text_dim: int,

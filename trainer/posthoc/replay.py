@@ -16,7 +16,7 @@ import pandas as pd
 
 from data_store.fitzpatrick import fitzpatrick_group
 from trainer.uncertainty.calibration import calibrator_from_params, log_probs
-from trainer.uncertainty.conformal import class_scores
+from trainer.uncertainty.conformal import SplitConformal
 from trainer.uncertainty.deferral import DeferralScorer, deferral_signals, doubtful_rule_out
 
 
@@ -27,8 +27,7 @@ class Rules:
     calibrator: object
     scorer: DeferralScorer
     urgent_doubt: float
-    conformal_method: str
-    qhat: dict[str, float]  # Mondrian threshold per skin-tone group (a group calib never saw: every class)
+    conformal: SplitConformal  # Mondrian, one threshold per skin-tone group (a group calib never saw: every class)
     thresholds: dict[str, tuple[float, dict[str, float]]]  # policy -> (threshold, per-group thresholds)
 
 
@@ -39,7 +38,7 @@ def _params(value) -> dict:
 RULE_TABLES = ("calibrators", "deferral_scorers", "conformal", "policies")
 
 
-def load_rules(tables: dict[str, pd.DataFrame], model: str, conformal_method: str) -> Rules:
+def load_rules(tables: dict[str, pd.DataFrame], model: str, conformal_method: str, alpha: float) -> Rules:
     """One model's rules from a run's ``RULE_TABLES`` (as the store reads them)."""
     rows = {name: t[t["model"] == model] for name, t in tables.items()}
     cal, scorer = rows["calibrators"], rows["deferral_scorers"]
@@ -48,11 +47,12 @@ def load_rules(tables: dict[str, pd.DataFrame], model: str, conformal_method: st
     scorer_params = _params(scorer["params"].iloc[0])
     conf = rows["conformal"]
     conf = conf[(conf["method"] == conformal_method) & (conf["mode"] == "mondrian")]
-    qhat = dict(zip(conf["slice_value"], conf["qhat"].astype(float)))
+    sets = SplitConformal.from_thresholds(conformal_method, alpha,
+                                          dict(zip(conf["slice_value"], conf["qhat"].astype(float))))
     thresholds = policy_thresholds(rows["policies"])
     return Rules(calibrator_from_params(cal["method"].iloc[0], _params(cal["params"].iloc[0])),
                  DeferralScorer.from_params(scorer_params), float(scorer_params["urgent_doubt"]),
-                 conformal_method, qhat, thresholds)
+                 sets, thresholds)
 
 
 def policy_thresholds(policies: pd.DataFrame) -> dict[str, tuple[float, dict[str, float]]]:
@@ -88,8 +88,7 @@ def apply_rules(rules: Rules, probs_uncal: np.ndarray, urgent: np.ndarray, singl
     rule_out = doubtful_rule_out(probs, urgent, rules.urgent_doubt)
     defer_score = rules.scorer.predict(signals, rule_out)
     groups = fitzpatrick_group(pd.Series(fitzpatrick))
-    qhat = np.array([rules.qhat.get(g, np.inf) for g in groups])
-    sets = class_scores(probs, rules.conformal_method, u) <= qhat[:, None]
+    sets = rules.conformal.predict_sets(probs, groups, u)
     decisions = {name: decide(threshold, defer_score, groups) for name, threshold in rules.thresholds.items()}
     decisions["conformal_set"] = sets.sum(1) != 1
     return {"probs": probs, "signals": signals, "doubtful_rule_out": rule_out, "defer_score": defer_score,

@@ -60,6 +60,13 @@ class SplitConformal:
         self.n_ = {g: int((groups == g).sum()) for g in np.unique(groups)}
         return self
 
+    @classmethod
+    def from_thresholds(cls, method: str, alpha: float, qhat: dict) -> "SplitConformal":
+        """The sets a run stored (``conformal``: one threshold per group), ready to predict."""
+        out = cls(method, alpha)
+        out.qhat_ = dict(qhat)
+        return out
+
     def predict_sets(self, probs, groups=None, u=None) -> np.ndarray:
         probs = np.asarray(probs, float)
         groups = np.zeros(len(probs), int) if groups is None else np.asarray(groups)
