@@ -85,3 +85,50 @@ class RunResults:
         return self.con.execute(
             """SELECT * FROM shift WHERE run_id = ? AND (? IS NULL OR clinic = ?)
                ORDER BY dataset, clinic, model, metric, slice_value""", [run_id, clinic, clinic]).df()
+
+    # ---- local recalibration (python -m trainer adapt) ----------------------------------
+    def write_variant(self, record: dict, predictions: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> None:
+        """Store an adapted variant: its ``adaptations`` record, its predictions (the clinic's
+        cases not used to adapt) and its post-hoc tables under the model name ``variant``,
+        replacing a variant of that name, in one transaction."""
+        con, run_id, variant = self.con, record["run_id"], record["variant"]
+        with self.transaction():
+            for table in ("adaptations", "predictions", *tables):
+                column = "variant" if table == "adaptations" else "model"
+                con.execute(f"DELETE FROM {table} WHERE run_id = ? AND {column} = ?", [run_id, variant])
+            frames = {"adaptations": pd.DataFrame([record]).assign(created_at=pd.Timestamp.now()),
+                      "predictions": predictions.assign(run_id=run_id, model=variant),
+                      **{t: df.assign(run_id=run_id, model=variant) for t, df in tables.items()}}
+            for table, df in frames.items():
+                if df.empty:
+                    continue
+                columns = self._columns(table)
+                con.register("new_rows", as_rows(df, columns))
+                con.execute(f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM new_rows")
+                con.unregister("new_rows")
+
+    def read_adaptations(self, run_id: str) -> pd.DataFrame:
+        return self.con.execute("SELECT * FROM adaptations WHERE run_id = ? ORDER BY created_at",
+                                [run_id]).df()
+
+    def write_curve(self, run_id: str, dataset: str, clinic: str, model: str, select: str,
+                    rows: pd.DataFrame) -> None:
+        """Replace a run's learning curve of one clinic, model and way of drawing cases."""
+        con = self.con
+        keys = [run_id, dataset, clinic, model, select]
+        with self.transaction():
+            con.execute("""DELETE FROM adaptation_curve WHERE run_id = ? AND dataset = ? AND clinic = ?
+                           AND model = ? AND select_method = ?""", keys)
+            columns = [c for c in self._columns("adaptation_curve")
+                       if c not in ("run_id", "dataset", "clinic", "model", "select_method", "created_at")]
+            con.register("new_curve", as_rows(rows, columns))
+            con.execute(f"""INSERT INTO adaptation_curve (run_id, dataset, clinic, model, select_method,
+                                {', '.join(columns)}, created_at)
+                            SELECT ?, ?, ?, ?, ?, {', '.join(columns)}, now() FROM new_curve""", keys)
+            con.unregister("new_curve")
+
+    def read_curve(self, run_id: str, clinic: str | None = None) -> pd.DataFrame:
+        return self.con.execute(
+            """SELECT * FROM adaptation_curve WHERE run_id = ? AND (? IS NULL OR clinic = ?)
+               ORDER BY dataset, clinic, model, select_method, metric, slice, slice_value, k""",
+            [run_id, clinic, clinic]).df()

@@ -271,3 +271,46 @@ CREATE TABLE IF NOT EXISTS shift (
     detail       VARCHAR,
     created_at   TIMESTAMP NOT NULL
 );
+
+-- Local recalibration of a run for a new clinic (python -m trainer adapt): k labelled
+-- cases of the clinic refit the model's calibration, deferral score, policy thresholds and
+-- conformal thresholds. The variant's outputs on the clinic's other cases live in
+-- predictions, metrics, policies, conformal, ... under its own model name (variant).
+CREATE TABLE IF NOT EXISTS adaptations (
+    run_id          VARCHAR NOT NULL,
+    variant         VARCHAR NOT NULL,       -- e.g. cross_attention@clinic_7-k200: the model name its rows carry
+    model           VARCHAR NOT NULL,       -- the run's model it adapts
+    dataset         VARCHAR NOT NULL,
+    clinic          VARCHAR NOT NULL,
+    k               INTEGER NOT NULL,       -- labelled local cases used
+    select_method   VARCHAR NOT NULL,       -- random | stratified | uncertainty
+    seed            INTEGER NOT NULL,
+    local_case_ids  VARCHAR[] NOT NULL,     -- the k cases: never in the variant's figures
+    params          JSON NOT NULL,          -- the refitted layers, thresholds and conformal thresholds
+    created_at      TIMESTAMP NOT NULL,
+    PRIMARY KEY (run_id, variant)
+);
+
+-- How many labelled local cases a clinic needs (python -m trainer adapt --curve; fit makes
+-- one for its held-out clinic): each figure over repeated draws of k cases, judged on the
+-- clinic's other cases. k = 0 is the run's own rules.
+CREATE TABLE IF NOT EXISTS adaptation_curve (
+    run_id         VARCHAR NOT NULL,
+    model          VARCHAR NOT NULL,
+    dataset        VARCHAR NOT NULL,
+    clinic         VARCHAR NOT NULL,
+    select_method  VARCHAR NOT NULL,
+    k              INTEGER NOT NULL,
+    metric         VARCHAR NOT NULL,        -- defer_ece, urgent_caught, accepted_accuracy, coverage, macro_f1, defer_rate
+    slice          VARCHAR NOT NULL,        -- overall | fitzpatrick_group | policy (defer_rate)
+    slice_value    VARCHAR NOT NULL,
+    value          DOUBLE,                  -- the mean over draws
+    ci_low         DOUBLE,                  -- 2.5% point over draws
+    ci_high        DOUBLE,                  -- 97.5% point over draws
+    worst          DOUBLE,                  -- the worst draw (lowest; highest for defer_ece)
+    draws          INTEGER NOT NULL,
+    n_eval         INTEGER NOT NULL,        -- the clinic's cases judged (those not drawn)
+    target         DOUBLE,                  -- the promise (NULL: no promise, e.g. macro_f1)
+    holds          BOOLEAN,                 -- whether the promise holds at this k (trainer/evaluation/adaptation.py)
+    created_at     TIMESTAMP NOT NULL
+);

@@ -17,7 +17,7 @@ from data_store.results import FITTED_POLICIES, RunResults
 from data_store.rows import as_rows
 from data_store.runlock import INTERRUPTED, live_status, run_alive
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_DB = Path("data/triage.duckdb")
 _CASE_GROUPS = {"clinic", "label", "fitzpatrick"}
 _POSTHOC_TABLES = ("calibrators", "deferral_scorers", "metrics", "reliability_bins", "risk_coverage", "policies",
@@ -188,6 +188,11 @@ class TriageStore(RunResults):
             # Predictions of schema 1 held the raw probabilities in probs: keep them as probs_uncal.
             con.execute("UPDATE predictions SET probs_uncal = probs WHERE run_id = ? AND probs_uncal IS NULL",
                         [run_id])
+            # Adapted variants refit the rules being replaced: they go with them (re-run adapt).
+            con.execute("""DELETE FROM predictions WHERE run_id = ? AND model IN
+                           (SELECT variant FROM adaptations WHERE run_id = ?)""", [run_id, run_id])
+            con.execute("DELETE FROM adaptations WHERE run_id = ?", [run_id])
+            con.execute("DELETE FROM adaptation_curve WHERE run_id = ?", [run_id])
             self._replace_posthoc(run_id, posthoc)
             if config_json is not None:
                 con.execute("UPDATE runs SET config = ? WHERE run_id = ?", [config_json, run_id])

@@ -78,11 +78,30 @@ def _shift(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    from trainer.commands.adapt import adapt, adapt_curve
+
+    log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.curve:
+        table = adapt_curve(args.db, args.run, args.clinic, args.select, args.seed, args.dataset, args.model, log=log)
+        shown = table[table["target"].notna()]
+        for r in shown.itertuples():
+            print(f"k={r.k:<4} {r.metric:18} {r.slice_value:8} {r.value:6.3f}  (draws {r.ci_low:.3f} to "
+                  f"{r.ci_high:.3f}; target {r.target:.2f}: {'holds' if r.holds else 'misses'})")
+        return 0
+    if args.labels is None:
+        raise ValueError("Give --labels K (the labelled local cases to adapt with) or --curve.")
+    variant, metrics = adapt(args.db, args.run, args.clinic, args.labels, args.select, args.seed, args.dataset,
+                             args.model, log=log)
+    print(variant)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer",
                                      description="Train, calibrate and explain triage models on a stored dataset.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fit, _add_posthoc, _add_explain, _add_report, _add_predict, _add_shift):
+    for add in (_add_fit, _add_posthoc, _add_explain, _add_report, _add_predict, _add_shift, _add_adapt):
         add(sub)
     return parser
 
@@ -201,6 +220,29 @@ def _add_shift(sub) -> None:
     s.add_argument("--dataset", help="dataset holding the clinic (default: the run's own)")
     s.add_argument("--model", help="model whose outputs to use (default: the one the run chose on val)")
     s.set_defaults(func=_shift)
+
+
+def _add_adapt(sub) -> None:
+    a = sub.add_parser("adapt", help="recalibrate a run for a new clinic with k of its cases labelled",
+                       description="Draw K cases of the clinic by patient, refit the model's calibration, deferral "
+                                   "score, policy thresholds (the urgent floor with a binomial bound) and Mondrian "
+                                   "conformal thresholds on them, and judge the result on the clinic's other cases "
+                                   "only; the adapted variant is stored in the run beside the original. --curve "
+                                   "instead measures how many labels are enough: k in 0, 25, 50, 100, 200, 400, ten "
+                                   "draws each, into the adaptation_curve table. Every case of the clinic needs a "
+                                   "label; another dataset's clinic must be scored with `predict` first.")
+    _store_arg(a)
+    a.add_argument("--run", required=True, help="run_id")
+    a.add_argument("--clinic", required=True, help="the new clinic (e.g. the run's held-out clinic)")
+    a.add_argument("--labels", type=int, help="K: labelled local cases to adapt with")
+    a.add_argument("--curve", action="store_true", help="the learning curve instead of one adaptation")
+    a.add_argument("--select", default="random", choices=("random", "stratified", "uncertainty"),
+                   help="how the K cases are drawn: at random, equally from each skin-tone group, or more from "
+                        "the cases with high deferral scores (each weighted back to the clinic's mix)")
+    a.add_argument("--seed", type=int, default=0, help="seed of the draw")
+    a.add_argument("--dataset", help="dataset holding the clinic (default: the run's own)")
+    a.add_argument("--model", help="model to adapt (default: the one the run chose on val)")
+    a.set_defaults(func=_adapt)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_store.store import TriageStore
-from trainer.config import stored_default_policy
+from trainer.config import run_config, stored_default_policy
 from trainer.explain.records import rows_for, select_cases
 
 @functools.lru_cache(maxsize=8)
@@ -45,6 +45,7 @@ def explain_run(db, run_id: str, models: list[str] | None = None, n_cases: int =
         preds = store.read_predictions(run_id)
         cases = store.read_cases(run["dataset"]).set_index("case_id")
         policies = store.read_table("policies", run_id, split="calib", slice="overall")
+    preds = preds[preds["model"].isin(run_config(run["config"]).models)]  # trained models, not adapted variants
     classes = list(run["classes"])
     default = stored_default_policy(run["config"])
     models = models or sorted(preds["model"].unique())

@@ -24,6 +24,7 @@ def posthoc(db, run_id: str, overrides: dict | None = None, log=print) -> dict[s
         cases = store.read_cases(run["dataset"])
         preds = store.read_predictions(run_id)
     cfg = run_config(run["config"], **(overrides or {}))
+    preds = preds[preds["model"].isin(cfg.models)]  # not the adapted variants (replaced with the rules)
     # Runs stored before schema 2 kept the raw probabilities in probs and no distances.
     preds["probs_uncal"] = [u if isinstance(u, (list, np.ndarray)) else p
                             for u, p in zip(preds["probs_uncal"], preds["probs"])]

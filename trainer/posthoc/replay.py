@@ -29,6 +29,7 @@ class Rules:
     urgent_doubt: float
     conformal: SplitConformal  # Mondrian, one threshold per skin-tone group (a group calib never saw: every class)
     thresholds: dict[str, tuple[float, dict[str, float]]]  # policy -> (threshold, per-group thresholds)
+    policy_params: dict[str, dict]  # policy -> what it promises (as stored: budget, target_accuracy, ...)
 
 
 def _params(value) -> dict:
@@ -49,10 +50,12 @@ def load_rules(tables: dict[str, pd.DataFrame], model: str, conformal_method: st
     conf = conf[(conf["method"] == conformal_method) & (conf["mode"] == "mondrian")]
     sets = SplitConformal.from_thresholds(conformal_method, alpha,
                                           dict(zip(conf["slice_value"], conf["qhat"].astype(float))))
-    thresholds = policy_thresholds(rows["policies"])
+    policies = rows["policies"]
+    thresholds = policy_thresholds(policies)
+    params = {name: _params(policies[policies["policy"] == name]["params"].iloc[0]) for name in thresholds}
     return Rules(calibrator_from_params(cal["method"].iloc[0], _params(cal["params"].iloc[0])),
                  DeferralScorer.from_params(scorer_params), float(scorer_params["urgent_doubt"]),
-                 sets, thresholds)
+                 sets, thresholds, params)
 
 
 def policy_thresholds(policies: pd.DataFrame) -> dict[str, tuple[float, dict[str, float]]]:
