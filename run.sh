@@ -23,7 +23,8 @@ Usage: ./run.sh [command]
   test           set up, then run the whole test suite
   synth          simulate DermSynth-14k into \$TRIAGE_DATA (default data/dermsynth)
   ingest         ingest \$TRIAGE_DATA/manifest.csv into \$TRIAGE_DB (default data/triage.duckdb)
-  fit            train the five models on the held-out clinic, calibrate, audit and explain them
+  fit            train the five models, calibrate, audit, report the held-out clinic's shift and learning
+                 curve (labels needed to recalibrate there), and explain them
                  (python -m trainer fit, then explain; see docs/BENCHMARKS.md for the time)
   explain        Captum attributions of the newest complete run's deferred and misclassified test cases,
                  then its handoff document

@@ -122,19 +122,23 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
             except Exception as store_exc:  # e.g. the disk is full: the original error matters more
                 log(f"could not mark run {run_id} failed ({store_exc}); it will show as interrupted")
             raise
-    _heldout_shift(Path(db), run_id, heldout, log)
+    _heldout_reports(Path(db), run_id, heldout, log)
     return run_id
 
 
-def _heldout_shift(db: Path, run_id: str, heldout: str, log) -> None:
-    """The label-free shift report of the held-out clinic (``python -m trainer shift``); the
-    run is complete either way, so a failure here is reported, not raised."""
+def _heldout_reports(db: Path, run_id: str, heldout: str, log) -> None:
+    """The held-out clinic's label-free shift report (``python -m trainer shift``) and its
+    learning curve (``python -m trainer adapt --curve``; the clinic has labels). The run is
+    complete either way, so a failure here is reported, not raised."""
+    from trainer.commands.adapt import adapt_curve
     from trainer.commands.shift import shift_report
 
-    try:
-        shift_report(db, run_id, heldout, log=log)
-    except (ValueError, OSError, RuntimeError) as exc:
-        log(f"the shift report of {heldout} could not be made ({exc}); run `python -m trainer shift` for it")
+    for what, make, command in (("shift report", shift_report, "shift"),
+                                ("learning curve", adapt_curve, "adapt --curve")):
+        try:
+            make(db, run_id, heldout, log=log)
+        except (ValueError, OSError, RuntimeError) as exc:
+            log(f"the {what} of {heldout} could not be made ({exc}); run `python -m trainer {command}` for it")
 
 
 def _train_and_store(req: RunRequest, log) -> None:

@@ -89,7 +89,8 @@ def figures(rules: Rules, a: Adaptation, cases: ClinicCases, urgent: np.ndarray)
         rows.append(("defer_rate", "policy", name, float(deferred.mean()), n))
         if name == PROMISES["urgent_caught"][0]:
             caught = ~(missed & ~deferred)
-            rows.append(("urgent_caught", "overall", "all", float(caught[urgent_true].mean()), int(urgent_true.sum())))
+            rows.append(("urgent_caught", "overall", "all", float(caught[urgent_true].mean()) if urgent_true.any()
+                         else np.nan, int(urgent_true.sum())))
         if name == PROMISES["accepted_accuracy"][0]:
             rows.append(("accepted_accuracy", "overall", "all", float(correct[~deferred].mean())
                          if (~deferred).any() else np.nan, int((~deferred).sum())))
@@ -163,6 +164,10 @@ def summarise(raw: pd.DataFrame, rules: Rules) -> pd.DataFrame:
     for (k, metric, slice_, value), g in raw.groupby(["k", "metric", "slice", "slice_value"], sort=False):
         v, n_eval = g["value"].to_numpy(float), int(g["n"].min())
         target = goal.get(metric) if slice_ != "policy" else None
+        if np.isnan(v).all():  # e.g. no urgent case left to judge, no case accepted
+            rows.append({"k": k, "metric": metric, "slice": slice_, "slice_value": value, "draws": len(v),
+                         "n_eval": int(g["n_eval"].min()), "target": target, "holds": None})
+            continue
         rows.append({"k": k, "metric": metric, "slice": slice_, "slice_value": value, "value": float(np.nanmean(v)),
                      "ci_low": float(np.nanpercentile(v, 2.5)), "ci_high": float(np.nanpercentile(v, 97.5)),
                      "worst": float(np.nanmax(v) if metric == "defer_ece" else np.nanmin(v)), "draws": len(v),
