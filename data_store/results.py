@@ -68,18 +68,29 @@ class RunResults:
                ORDER BY model, case_id""", [run_id, dataset, model, model]).df()
 
     # ---- shift reports (python -m trainer shift) -------------------------------------------
-    def write_shift(self, run_id: str, dataset: str, clinic: str, model: str, rows: pd.DataFrame) -> None:
-        """Replace the run's shift report of one clinic and model, in one transaction."""
+    def write_shift(self, run_id: str, dataset: str, clinic: str, model: str, rows: pd.DataFrame,
+                    corrections: pd.DataFrame | None = None) -> None:
+        """Replace the run's shift report of one clinic and model (and the judgement of the
+        label-free corrections, where the clinic has labels), in one transaction."""
         con = self.con
-        columns = [c for c in self._columns("shift") if c not in ("run_id", "dataset", "clinic", "model", "created_at")]
+        keys = [run_id, dataset, clinic, model]
         with self.transaction():
-            con.execute("DELETE FROM shift WHERE run_id = ? AND dataset = ? AND clinic = ? AND model = ?",
-                        [run_id, dataset, clinic, model])
-            con.register("new_shift", as_rows(rows, columns))
-            con.execute(f"INSERT INTO shift (run_id, dataset, clinic, model, {', '.join(columns)}, created_at) "
-                        f"SELECT ?, ?, ?, ?, {', '.join(columns)}, now() FROM new_shift",
-                        [run_id, dataset, clinic, model])
-            con.unregister("new_shift")
+            for table, frame in (("shift", rows), ("corrections", corrections)):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ? AND dataset = ? AND clinic = ? AND model = ?",
+                            keys)
+                if frame is None or frame.empty:
+                    continue
+                columns = [c for c in self._columns(table)
+                           if c not in ("run_id", "dataset", "clinic", "model", "created_at")]
+                con.register("new_rows", as_rows(frame, columns))
+                con.execute(f"INSERT INTO {table} (run_id, dataset, clinic, model, {', '.join(columns)}, created_at) "
+                            f"SELECT ?, ?, ?, ?, {', '.join(columns)}, now() FROM new_rows", keys)
+                con.unregister("new_rows")
+
+    def read_corrections(self, run_id: str, clinic: str | None = None) -> pd.DataFrame:
+        return self.con.execute(
+            """SELECT * FROM corrections WHERE run_id = ? AND (? IS NULL OR clinic = ?)
+               ORDER BY dataset, clinic, model, correction, metric, slice_value""", [run_id, clinic, clinic]).df()
 
     def read_shift(self, run_id: str, clinic: str | None = None) -> pd.DataFrame:
         return self.con.execute(

@@ -314,3 +314,21 @@ CREATE TABLE IF NOT EXISTS adaptation_curve (
     holds          BOOLEAN,                 -- whether the promise holds at this k (trainer/evaluation/adaptation.py)
     created_at     TIMESTAMP NOT NULL
 );
+
+-- The label-free corrections of a clinic (prior-shift re-weighting, weighted conformal sets,
+-- importance-weighted thresholds), judged against its labels where it has them (python -m
+-- trainer shift). A correction is offered only where it helps; these rows say whether it does.
+CREATE TABLE IF NOT EXISTS corrections (
+    run_id       VARCHAR NOT NULL,
+    model        VARCHAR NOT NULL,
+    dataset      VARCHAR NOT NULL,
+    clinic       VARCHAR NOT NULL,
+    correction   VARCHAR NOT NULL,          -- prior_shift | weighted_conformal:<source> | weighted_thresholds:<source>:<policy> | likelihood_ratio:<source> (source: features or outputs)
+    metric       VARCHAR NOT NULL,          -- macro_f1, ece, nll, coverage, set_size, accepted_accuracy, urgent_caught, defer_rate, ...
+    slice_value  VARCHAR NOT NULL,          -- all, or the skin-tone group (coverage)
+    before       DOUBLE,                    -- the run's own rules at the clinic
+    after        DOUBLE,                    -- with the correction
+    target       DOUBLE,                    -- the promise, where there is one
+    helps        BOOLEAN,                   -- closer to the target (else better); NULL: a workload or diagnostic figure
+    created_at   TIMESTAMP NOT NULL
+);

@@ -23,7 +23,8 @@ from trainer.encoders.cache import CacheStats
 from trainer.encoders.run_encoders import RunMismatch, run_features
 from trainer.evaluation.selection import select_model
 from trainer.evaluation.shift import ShiftInputs, shift_rows
-from trainer.posthoc.replay import decide, policy_thresholds
+from trainer.evaluation.corrections import evaluate_corrections
+from trainer.posthoc.replay import RULE_TABLES, decide, load_rules, policy_thresholds
 from trainer.uncertainty.deferral import case_embedding
 
 SIGNALS = ("train_distance", "photo_sharpness", "photo_overexposed")
@@ -61,10 +62,38 @@ def shift_report(db: str | Path, run_id: str, clinic: str, dataset: str | None =
         probs_new=np.stack(new["probs"]), signals_calib=_signals(calib), signals_new=_signals(new),
         deferred_calib=_decide(calib, run_cases, threshold), deferred_new=_decide(new, cases, threshold))
     rows = shift_rows(inputs, classes, cfg.seed, cfg.n_boot).assign(model=model, dataset=dataset, clinic=clinic)
+    judged = None
+    labels = cases.set_index("case_id").loc[new["case_id"], "label"]
+    if labels.notna().all():  # the corrections use no label; judging them does
+        log(f"judging the label-free corrections against {clinic}'s labels")
+        judged = _judge_corrections(db, run_id, model, cfg, classes, calib, new, run_cases, cases, labels,
+                                    (reference, embedding))
     with TriageStore(db) as store:
-        store.write_shift(run_id, dataset, clinic, model, rows)
+        store.write_shift(run_id, dataset, clinic, model, rows, judged)
     log(rows[rows["metric"] == "verdict"]["detail"].iloc[0])
     return rows
+
+
+def _judge_corrections(db, run_id: str, model: str, cfg, classes: list[str], calib: pd.DataFrame,
+                       new: pd.DataFrame, run_cases: pd.DataFrame, cases: pd.DataFrame, labels: pd.Series,
+                       embeddings: tuple[np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """``evaluate_corrections`` of the clinic against the run's own rules."""
+    with TriageStore(db, read_only=True) as store:
+        tables = {name: store.read_table(name, run_id) for name in RULE_TABLES}
+        urgent_names = store.read_dataset(store.read_run(run_id)["dataset"])["urgent_classes"]
+    rules = load_rules(tables, model, cfg.conformal_method, cfg.alpha)
+    index = {c: i for i, c in enumerate(classes)}
+    rng = np.random.default_rng(cfg.seed)
+    x = {"embedding_calib": embeddings[0], "embedding_new": embeddings[1],
+         "probs_calib": np.stack(calib["probs"]), "probs_new": np.stack(new["probs"]),
+         "y_calib": calib["y_true"].map(index).to_numpy(), "y_new": labels.map(index).to_numpy(),
+         "score_calib": calib["defer_score"].to_numpy(), "score_new": new["defer_score"].to_numpy(),
+         "groups_calib": _groups(calib, run_cases), "groups_new": _groups(new, cases),
+         "u_calib": rng.random(len(calib)), "u_new": rng.random(len(new))}
+    urgent = np.isin(classes, list(urgent_names) if urgent_names is not None else [])
+    thresholds = {name: t for name, (t, _) in rules.thresholds.items()}
+    return evaluate_corrections(x, rules.policy_params, thresholds, rules.conformal.qhat_, rules.conformal.method,
+                                rules.conformal.alpha, urgent, cfg.seed)
 
 
 def _embedding(frame: pd.DataFrame, fingerprint: str, run: dict, cfg, log) -> tuple[np.ndarray, int]:
@@ -107,7 +136,10 @@ def _signals(frame: pd.DataFrame) -> pd.DataFrame:
     return out.assign(note_missing=frame["note"].fillna("").str.strip().eq("").to_numpy())
 
 
+def _groups(frame: pd.DataFrame, cases: pd.DataFrame) -> np.ndarray:
+    return fitzpatrick_group(frame["case_id"].map(cases.set_index("case_id")["fitzpatrick"]))
+
+
 def _decide(frame: pd.DataFrame, cases: pd.DataFrame, threshold: tuple[float, dict]) -> np.ndarray:
     """The default policy's decisions (True: review) from each case's stored deferral score."""
-    groups = fitzpatrick_group(frame["case_id"].map(cases.set_index("case_id")["fitzpatrick"]))
-    return decide(threshold, frame["defer_score"].to_numpy(), groups)
+    return decide(threshold, frame["defer_score"].to_numpy(), _groups(frame, cases))

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from trainer.evaluation import metrics as M
-from trainer.posthoc.adapt import Adaptation, ClinicCases, fit_adaptation, outputs
+from trainer.posthoc.adapt import CONFIDENCE, Adaptation, ClinicCases, fit_adaptation, outputs
 from trainer.posthoc.replay import Rules
 
 SELECT = ("random", "stratified", "uncertainty")
@@ -102,23 +102,23 @@ def figures(rules: Rules, a: Adaptation, cases: ClinicCases, urgent: np.ndarray)
     return [dict(zip(("metric", "slice", "slice_value", "value", "n"), r)) for r in rows]
 
 
-def adapt_once(rules: Rules, cases: ClinicCases, urgent: np.ndarray, k: int, method: str,
-               seed: int) -> tuple[Adaptation, np.ndarray, np.ndarray]:
+def adapt_once(rules: Rules, cases: ClinicCases, urgent: np.ndarray, k: int, method: str, seed: int,
+               confidence: float | None = CONFIDENCE) -> tuple[Adaptation, np.ndarray, np.ndarray]:
     """(the adaptation from k local cases, the local indices, the evaluation indices)."""
     base = outputs(rules, Adaptation(0), cases, urgent)["defer_score"]
     local, weights = draw(cases, k, method, seed, base)
     rest = np.setdiff1d(np.arange(len(cases.y)), local)
-    return fit_adaptation(rules, cases.take(local), urgent, weights), local, rest
+    return fit_adaptation(rules, cases.take(local), urgent, weights, confidence=confidence), local, rest
 
 
 def curve(rules: Rules, cases: ClinicCases, urgent: np.ndarray, ks=CURVE_K, draws: int = CURVE_DRAWS,
-          seed: int = 0, method: str = "random", progress=None) -> pd.DataFrame:
+          seed: int = 0, method: str = "random", progress=None, confidence: float | None = CONFIDENCE) -> pd.DataFrame:
     """``figures`` for each k on the clinic's other cases, one row per draw (k = 0: one
     draw, the run's own rules on every case)."""
     rows = []
     for k in ks:
         for d in range(1 if k == 0 else draws):
-            a, _, rest = adapt_once(rules, cases, urgent, k, method, seed + 1000 * k + d)
+            a, _, rest = adapt_once(rules, cases, urgent, k, method, seed + 1000 * k + d, confidence)
             rows += [{**r, "k": k, "draw": d, "n_eval": len(rest)}
                      for r in figures(rules, a, cases.take(rest), urgent)]
             if progress is not None:

@@ -207,13 +207,16 @@ def accuracy_threshold(score: np.ndarray, correct: np.ndarray, w: np.ndarray, ta
     return float(candidates[ok].max()) if ok.any() else float(s.min())
 
 
-def allowed_misses(n_urgent: float, floor: float, confidence: float) -> int:
+def allowed_misses(n_urgent: float, floor: float, confidence: float | None) -> int:
     """The most urgent cases the local sample may miss below the threshold so that the
     clinic's miss rate stays under 1 - floor with probability ``confidence``: the largest m
     with P(Binomial(n, 1 - floor) > m) >= confidence (the (m+1)-th smallest missable score
     leaves a Beta(m + 1, n - m) share of the clinic's urgent cases below it); -1: none may
-    be missed even at m = 0, so every non-urgent call is deferred."""
+    be missed even at m = 0, so every non-urgent call is deferred. ``confidence`` None: the
+    plain rule, which holds the floor on the sample only (about half the draws miss it)."""
     n = int(np.floor(n_urgent))
+    if confidence is None:  # the plain rule of ``UrgentSensitivity``: the floor on the sample itself
+        return int(np.floor((1 - floor) * n_urgent + 1e-9))
     m = -1
     while m + 1 < n and binom.sf(m + 1, n, 1 - floor) >= confidence:
         m += 1
@@ -221,7 +224,7 @@ def allowed_misses(n_urgent: float, floor: float, confidence: float) -> int:
 
 
 def urgent_threshold(score: np.ndarray, urgent_true: np.ndarray, flagged: np.ndarray, w: np.ndarray, floor: float,
-                     confidence: float) -> float:
+                     confidence: float | None) -> float:
     """The least deferral at which urgent cases are caught at least ``floor`` of the time
     with probability ``confidence`` (``UrgentSensitivity`` with a binomial bound)."""
     n_eff = w[urgent_true].sum() ** 2 / max((w[urgent_true] ** 2).sum(), 1e-12)

@@ -49,6 +49,14 @@ def test_shift_of_the_heldout_clinic_is_stored(quick_run, store_copy, capsys):
         policy = store.read_table("policies", run_id, model=rows["model"].iloc[0], policy="review_budget",
                                   split="test", slice="overall")
     assert rows[rows["metric"] == "defer_rate"]["value"].iloc[0] == pytest.approx(policy["defer_rate"].iloc[0])
+    # The clinic has labels, so the label-free corrections are judged against them; "before"
+    # is the run's own figure at the clinic.
+    with TriageStore(store_copy, read_only=True) as store:
+        judged = store.read_corrections(run_id, "clinic_7")
+    assert {"prior_shift", "weighted_conformal:features", "weighted_conformal:outputs"} <= set(judged["correction"])
+    before = judged[(judged["correction"] == "weighted_thresholds:outputs:review_budget")
+                    & (judged["metric"] == "defer_rate")]["before"]
+    assert before.iloc[0] == pytest.approx(policy["defer_rate"].iloc[0])
 
 
 def test_shift_of_an_unlabelled_clinic_needs_predict_first(quick_run, store_copy, synth_dir, tmp_path):
@@ -63,6 +71,8 @@ def test_shift_of_an_unlabelled_clinic_needs_predict_first(quick_run, store_copy
     predict(store_copy, run_id, "later", log=lambda m: None)
     rows = shift_report(store_copy, run_id, "clinic_7", dataset="later", log=lambda m: None)
     _check_report(rows, 50)
+    with TriageStore(store_copy, read_only=True) as store:  # no label, nothing to judge the corrections with
+        assert store.read_corrections(run_id, "clinic_7").query("dataset == 'later'").empty
     with pytest.raises(ShiftError, match="clinics: clinic_7"):
         shift_report(store_copy, run_id, "clinic_9", dataset="later", log=lambda m: None)
     assert np.isfinite(rows[rows["metric"] != "verdict"]["value"]).all()
