@@ -64,3 +64,19 @@ def confusion(df: pd.DataFrame, title: str) -> alt.Chart:
 def probabilities(df: pd.DataFrame) -> alt.Chart:
     return alt.Chart(df).mark_bar().encode(x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
                                            y=alt.Y("class:N", sort=None, title=None)).properties(height=alt.Step(22))
+
+
+def learning_curve(df: pd.DataFrame, title: str) -> alt.Chart:
+    """A promise over k labelled local cases: the mean over draws (line), the 2.5-97.5%
+    spread over draws (band), and the target (dashed rule). Columns k, value, ci_low,
+    ci_high, target, slice_value (one line per group)."""
+    base = alt.Chart(df, title=title).encode(x=alt.X("k:Q", title="labelled local cases (k)"))
+    band = base.mark_area(opacity=0.15).encode(y=alt.Y("ci_low:Q", title=None), y2="ci_high:Q",
+                                              color=alt.Color("slice_value:N", title=None))
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("value:Q", scale=alt.Scale(zero=False)), color=alt.Color("slice_value:N", title=None),
+        tooltip=["k:Q", "slice_value:N", alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
+                 alt.Tooltip("ci_high:Q", format=".3f"), "holds:N"])
+    target = alt.Chart(df.dropna(subset=["target"]).drop_duplicates("target")).mark_rule(
+        strokeDash=[6, 4], color="black").encode(y="target:Q")
+    return (band + line + target).properties(height=220)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import streamlit as st
 
@@ -131,6 +132,28 @@ def build_handoff(path: str, run_id: str) -> tuple[dict, dict[str, bytes]]:
     return result, {name: (out / name).read_bytes() for name in ("handoff.pdf", "handoff.md")}
 
 
+@st.cache_data(show_spinner=False)
+def new_clinic(path: str, version: float | None, run_id: str) -> dict[str, pd.DataFrame]:
+    """A run's shift reports, learning curves, adapted variants and judged corrections
+    (empty for a store written before they existed)."""
+    with TriageStore(path, read_only=True) as store:
+        reads = {"shift": store.read_shift, "curve": store.read_curve, "adaptations": store.read_adaptations,
+                 "corrections": store.read_corrections}
+        out = {}
+        for name, read in reads.items():
+            try:
+                out[name] = read(run_id)
+            except duckdb.CatalogException:  # an older schema: the table is made by the next write
+                out[name] = pd.DataFrame()
+    return out
+
+
+def variants(path: str, version: float | None, run_id: str) -> list[str]:
+    """The run's adapted variants (``python -m trainer adapt``), oldest first."""
+    adaptations = new_clinic(path, version, run_id)["adaptations"]
+    return adaptations["variant"].tolist() if len(adaptations) else []
+
+
 def save_policy(path: str, run_id: str, model: str, name: str, rows: pd.DataFrame) -> None:
     with TriageStore(path) as store:
         store.write_policy(run_id, model, name, rows)
@@ -138,4 +161,4 @@ def save_policy(path: str, run_id: str, model: str, name: str, rows: pd.DataFram
 
 __all__ = ["StoreError", "db_path", "store_version", "datasets", "dataset_summary", "is_simulated", "urgent_classes",
            "default_policy", "runs", "unfinished_runs", "run_table", "predictions", "case", "attributions",
-           "operating_points", "explain_now", "build_handoff", "save_policy"]
+           "operating_points", "explain_now", "build_handoff", "new_clinic", "variants", "save_policy"]

@@ -35,7 +35,8 @@ def header(title: str, caption: str | None = None, model: bool = True, split: bo
     pickers asked for (in the sidebar). Stops the page with guidance when there is nothing to show."""
     path, version = page_start(title, caption)
     run = run_or_stop(path, version)
-    return PageContext(path, version, run, model_picker() if model else None,
+    picked = model_picker(variants=queries.variants(path, version, run["run_id"])) if model else None
+    return PageContext(path, version, run, picked,
                        choose("Split", SPLITS, "split") if split else None)
 
 
@@ -48,8 +49,10 @@ def page_start(title: str, caption: str | None = None) -> tuple[str, float]:
     return store_or_stop()
 
 
-def model_picker(label: str = "Model", where=st.sidebar) -> str:
-    return choose(label, MODEL_NAMES, "model", default=DEFAULT_MODEL, where=where)
+def model_picker(label: str = "Model", where=st.sidebar, variants=()) -> str:
+    """The five models, then the run's adapted variants (``python -m trainer adapt``; judged
+    on the held-out clinic only, so their figures are on ``test``)."""
+    return choose(label, [*MODEL_NAMES, *variants], "model", default=DEFAULT_MODEL, where=where)
 
 
 def store_or_stop() -> tuple[str, float]:

@@ -287,6 +287,7 @@ CREATE TABLE IF NOT EXISTS adaptations (
     seed            INTEGER NOT NULL,
     local_case_ids  VARCHAR[] NOT NULL,     -- the k cases: never in the variant's figures
     params          JSON NOT NULL,          -- the refitted layers, thresholds and conformal thresholds
+    baseline        JSON NOT NULL,          -- {"policies": [...], "conformal": [...]}: the model itself on the same cases
     created_at      TIMESTAMP NOT NULL,
     PRIMARY KEY (run_id, variant)
 );

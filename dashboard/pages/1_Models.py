@@ -27,7 +27,7 @@ st.caption("Paired bootstrap: both models scored on the same resampled patients;
            "fusion model is better.")
 
 st.subheader("Confusion matrix")
-model = ui.model_picker(where=st)
+model = ui.model_picker(where=st, variants=queries.variants(page.path, page.version, run.run_id))
 preds = queries.predictions(page.path, page.version, run.run_id)
 st.altair_chart(charts.confusion(tables.confusion(preds, model, split, list(run["classes"])),
                                  f"{model} on {split}: rows true, columns predicted"), width="stretch")

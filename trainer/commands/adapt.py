@@ -21,10 +21,10 @@ from data_store.store import TriageStore
 from trainer.config import BASELINES, run_config
 from trainer.evaluation.selection import select_model
 from trainer.evaluation.adaptation import CURVE_DRAWS, CURVE_K, adapt_once, curve, smallest_k, summarise
-from trainer.posthoc.adapt import ClinicCases, outputs
+from trainer.posthoc.adapt import Adaptation, ClinicCases, outputs
 from trainer.posthoc.audit_tables import case_frame
 from trainer.posthoc.replay import RULE_TABLES, Rules, load_rules
-from trainer.posthoc.variant_tables import variant_tables
+from trainer.posthoc.variant_tables import baseline, variant_tables
 
 PER_CASE = ("train_distance", "photo_sharpness", "photo_overexposed")
 
@@ -90,10 +90,11 @@ def adapt(db: str | Path, run_id: str, clinic: str, labels: int, select: str = "
     evaluated = cases.take(rest)
     tables, preds = variant_tables(frame, evaluated.probs, outputs(rules, a, evaluated, urgent), rules, a, urgent,
                                    cfg, classes)
+    before = baseline(frame, outputs(rules, Adaptation(0), evaluated, urgent), rules, urgent, cfg.default_policy)
     variant = f"{info['model']}@{clinic}-k{labels}"
     record = {"run_id": run_id, "variant": variant, "model": info["model"], "dataset": info["dataset"],
               "clinic": clinic, "k": labels, "select_method": select, "seed": seed,
-              "local_case_ids": list(ids[local]), "params": a.params()}
+              "local_case_ids": list(ids[local]), "params": a.params(), "baseline": before}
     if not info["own"]:
         preds = preds.iloc[:0]  # predictions hold the run's own dataset's cases; the figures are kept
     with TriageStore(db) as store:

@@ -27,7 +27,7 @@ from sklearn.preprocessing import StandardScaler
 
 from trainer.evaluation import metrics as M
 from trainer.evaluation.shift import _em
-from trainer.posthoc.adapt import accuracy_threshold, budget_threshold, urgent_threshold, weighted_quantile
+from trainer.posthoc.adapt import accuracy_threshold, budget_threshold, urgent_threshold
 from trainer.uncertainty.conformal import class_scores
 
 MAX_RATIO = 20.0  # likelihood ratios are clipped at this many times their median

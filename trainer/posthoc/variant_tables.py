@@ -13,6 +13,18 @@ from trainer.posthoc.audit_tables import Scored, audit_model, slice_families
 from trainer.posthoc.replay import Rules
 
 
+def baseline(frame: pd.DataFrame, out: dict, rules: Rules, urgent: np.ndarray, default_policy: str) -> dict:
+    """The run's own rules on the same cases as a variant (``out``: ``adapt.outputs`` with
+    ``Adaptation(0)``): its policy and conformal rows, as JSON records."""
+    y, split, groups = frame["y"].to_numpy(), frame["split"].iloc[0], frame["fitzpatrick_group"].to_numpy()
+    pred = out["probs"].argmax(1)
+    policies = policy_rows(out["decisions"], rules.thresholds, rules, y, pred, urgent, groups, split,
+                           out["decisions"][default_policy])
+    conformal = conformal_rows(out["sets"], y, groups, split, rules, Adaptation(0))
+    return {name: df.astype(object).where(df.notna(), None).to_dict("records")  # NaN is not JSON
+            for name, df in (("policies", policies), ("conformal", conformal))}
+
+
 def variant_tables(frame: pd.DataFrame, probs_uncal: np.ndarray, out: dict, rules: Rules, a: Adaptation,
                    urgent: np.ndarray, cfg: FitConfig, classes: list[str]) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """(tables, predictions) of the variant. ``frame``: ``case_frame`` of the evaluation
@@ -33,8 +45,8 @@ def variant_tables(frame: pd.DataFrame, probs_uncal: np.ndarray, out: dict, rule
                                             "candidates": {}}]),
               "deferral_scorers": pd.DataFrame([{"params": {"platt": params["platt"],
                                                             "urgent_doubt": rules.urgent_doubt}}]),
-              "conformal": _conformal_rows(sets, y, groups, split, rules, a),
-              "policies": _policy_rows(out["decisions"], {**rules.thresholds, **a.thresholds}, rules, y, pred,
+              "conformal": conformal_rows(sets, y, groups, split, rules, a),
+              "policies": policy_rows(out["decisions"], {**rules.thresholds, **a.thresholds}, rules, y, pred,
                                        urgent, groups, split, deferred)}
     preds = pd.DataFrame({"case_id": frame["case_id"], "split": split, "y_true": frame["y_true"],
                           "y_pred": np.asarray(classes)[pred], "probs": list(probs),
@@ -48,7 +60,7 @@ def _groups(groups: np.ndarray):
         yield "fitzpatrick_group", g, groups == g
 
 
-def _conformal_rows(sets, y, groups, split, rules: Rules, a: Adaptation) -> pd.DataFrame:
+def conformal_rows(sets, y, groups, split, rules: Rules, a: Adaptation) -> pd.DataFrame:
     covered, size = sets[np.arange(len(y)), y], sets.sum(1)
     qhat = a.qhat or rules.conformal.qhat_
     return pd.DataFrame([{"split": split, "method": rules.conformal.method, "mode": "mondrian", "slice_value": g,
@@ -57,7 +69,7 @@ def _conformal_rows(sets, y, groups, split, rules: Rules, a: Adaptation) -> pd.D
                          for _, g, m in _groups(groups) if g != "all"])
 
 
-def _policy_rows(decisions: dict, thresholds: dict, rules: Rules, y, pred, urgent, groups, split,
+def policy_rows(decisions: dict, thresholds: dict, rules: Rules, y, pred, urgent, groups, split,
                  base: np.ndarray) -> pd.DataFrame:
     correct, urgent_true = pred == y, urgent[y]
     missed = urgent_true & ~urgent[pred]
