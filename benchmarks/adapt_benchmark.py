@@ -92,6 +92,22 @@ def every_model(db: str, run_id: str, clinic: str, models: tuple[str, ...], seed
     return pd.DataFrame(rows)
 
 
+def other_seeds(db: str, runs: list[str]) -> pd.DataFrame:
+    """Each run's chosen model at its held-out clinic: the promises at k = 200 (random draws)."""
+    rows = []
+    for run_id in runs:
+        with TriageStore(db, read_only=True) as store:
+            run = store.read_run(run_id)
+        rules, cases, urgent, info = clinic_cases(db, run_id, run["heldout_clinic"])
+        table = summarise(curve(rules, cases, urgent, seed=info["cfg"].seed), rules)
+        at = table[(table["k"] == 200) & table["target"].notna()]
+        row = {"run": run_id, "seed": info["cfg"].seed, "model": info["model"]}
+        for metric, g in at.groupby("metric", sort=False):
+            row[metric] = ", ".join(f"{v:.3f}" for v in g["value"]) + (" (holds)" if g["holds"].all() else " (misses)")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def _k(k: float) -> str:
     return "not by 400" if np.isnan(k) else str(int(k))
 
@@ -101,6 +117,7 @@ def main() -> None:
     parser.add_argument("--db", default="data/triage.duckdb")
     parser.add_argument("--run", required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--also", nargs="*", default=[], help="runs of other seeds: the targets at k = 200 for each")
     args = parser.parse_args()
     with TriageStore(args.db, read_only=True) as store:
         run = store.read_run(args.run)
@@ -116,6 +133,7 @@ def main() -> None:
               "selection": by_selection(args.db, args.run, clinic, cfg.seed).to_dict("records"),
               "models": every_model(args.db, args.run, clinic, cfg.models, cfg.seed).to_dict("records"),
               "corrections": corrections.drop(columns=["created_at", "run_id"]).to_dict("records"),
+              "seeds": other_seeds(args.db, [args.run, *args.also]).to_dict("records"),
               "machine": machine()}
     write(result, args)
 
@@ -157,6 +175,10 @@ The learning curve (`python -m trainer adapt --curve`; 10 random draws per k, by
 draws, ci: the 2.5-97.5% spread, worst: the worst draw):
 
 {shown.to_markdown(index=False, floatfmt='.3f')}
+
+Each seed's run (its own choice of model on val), the promises at k = 200 (mean over 10 random draws):
+
+{pd.DataFrame(r['seeds']).to_markdown(index=False)}
 
 `adapt --curve` time, the whole command on 2 cores: median {np.median(r['seconds']):.1f} s of {len(r['seconds'])}
 runs ({', '.join(f'{s:.1f}' for s in r['seconds'])} s). Target: at most 120 s.

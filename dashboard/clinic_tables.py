@@ -22,7 +22,8 @@ SHIFT_NAMES = {"domain_auroc": "Told apart from the training clinics (AUROC; 0.5
 
 def shift_table(rows: pd.DataFrame) -> pd.DataFrame:
     """The shift report's figures with their intervals, beside the training clinics' value."""
-    r = rows[rows["metric"] != "verdict"]
+    order = {m: i for i, m in enumerate(SHIFT_NAMES)}
+    r = rows[rows["metric"] != "verdict"].sort_values("metric", key=lambda m: m.map(order), kind="stable")
     return pd.DataFrame({"figure": r["metric"].map(SHIFT_NAMES).fillna(r["metric"]), "of": r["slice_value"],
                          "this clinic": r["value"].round(3),
                          "95% interval": [f"{lo:.3f} to {hi:.3f}" for lo, hi in zip(r["ci_low"], r["ci_high"])],
@@ -45,8 +46,8 @@ def promise_table(curve: pd.DataFrame) -> pd.DataFrame:
         rows.append({"promise": label, "target": c["target"].iloc[0],
                      "without local labels": _values(c[c["k"] == 0]),
                      "labels needed": "not reached by k = 400" if not np.isfinite(k) else f"{int(k)}",
-                     "there (mean over draws)": _values(at) if len(at) else "",
-                     "cases deferred there": f"{work['value'].iloc[0]:.0%}" if len(work) else ""})
+                     "cases deferred there": f"{work['value'].iloc[0]:.0%}" if len(work) else "",
+                     "there (mean over draws)": _values(at) if len(at) else ""})
     return pd.DataFrame(rows)
 
 
@@ -71,4 +72,5 @@ def before_after(baseline, variant: pd.DataFrame, conf_variant: pd.DataFrame) ->
                                            how="inner")
     table = table.merge(cov, left_on="slice_value", right_index=True, how="left")
     order = [c for pair in zip([f"{c} before" for c in cols], [f"{c} after" for c in cols]) for c in pair]
-    return table[keys + order + ["coverage before", "coverage after"]].rename(columns={"slice_value": "skin tone"})
+    table = table[keys + order + ["coverage before", "coverage after"]].rename(columns={"slice_value": "skin tone"})
+    return table.round(3)
