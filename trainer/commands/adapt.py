@@ -39,6 +39,8 @@ def clinic_cases(db: str | Path, run_id: str, clinic: str, dataset: str | None =
     as those rules see them, the urgent classes (bool per class) and what they came from."""
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
+        if run["status"] != "complete":
+            raise AdaptError(f"Run {run_id} is {run['status']}; only a complete run can be adapted.")
         cfg, classes = run_config(run["config"]), list(run["classes"])
         dataset = dataset or run["dataset"]
         own = dataset == run["dataset"]

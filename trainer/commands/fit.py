@@ -122,11 +122,11 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
             except Exception as store_exc:  # e.g. the disk is full: the original error matters more
                 log(f"could not mark run {run_id} failed ({store_exc}); it will show as interrupted")
             raise
-    _heldout_reports(Path(db), run_id, heldout, log)
+    heldout_reports(Path(db), run_id, heldout, log)
     return run_id
 
 
-def _heldout_reports(db: Path, run_id: str, heldout: str, log) -> None:
+def heldout_reports(db: Path, run_id: str, heldout: str, log) -> None:
     """The held-out clinic's label-free shift report (``python -m trainer shift``) and its
     learning curve (``python -m trainer adapt --curve``; the clinic has labels). The run is
     complete either way, so a failure here is reported, not raised."""

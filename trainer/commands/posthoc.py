@@ -1,14 +1,18 @@
 """``python -m trainer posthoc`` (alias ``calibrate``): re-fit everything fitted after
 training (calibration, deferral score, conformal sets, policies) from a stored run's
-predictions, re-audit, and replace the run's tables. ``fit`` runs the same stage at its end."""
+predictions, re-audit, and replace the run's tables, then remake the held-out clinic's shift
+report and learning curve (adapted variants are removed: they refit the replaced rules).
+``fit`` runs the same stage at its end."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from data_store.store import TriageStore
+from trainer.commands.fit import heldout_reports
 from trainer.config import run_config
 from trainer.posthoc import posthoc_tables
 
@@ -32,4 +36,6 @@ def posthoc(db, run_id: str, overrides: dict | None = None, log=print) -> dict[s
     stored = json.loads(run["config"])
     with TriageStore(db) as store:
         store.write_posthoc(run_id, tables, json.dumps({**stored, **json.loads(cfg.to_json())}))
+    # The shift report, the corrections and the learning curve read the rules just replaced.
+    heldout_reports(Path(db), run_id, run["heldout_clinic"], log)
     return tables

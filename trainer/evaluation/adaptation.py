@@ -10,7 +10,9 @@ clinic's other cases only.
   need for review, urgent cases caught under ``urgent_sensitivity``, accepted accuracy
   under ``target_accuracy``, every policy's deferral rate, Mondrian coverage per skin-tone
   group, macro F1.
-- ``curve``: ``figures`` for each k over repeated draws: the mean and the 2.5-97.5% spread.
+- ``curve``: ``figures`` for each k over repeated draws; ``summarise``: the mean, the
+  2.5-97.5% spread and the worst draw, and whether each promise holds; ``smallest_k``: the
+  labels each promise needs.
 """
 from __future__ import annotations
 
@@ -24,6 +26,10 @@ from trainer.posthoc.replay import Rules
 SELECT = ("random", "stratified", "uncertainty")
 CURVE_K = (0, 25, 50, 100, 200, 400)
 CURVE_DRAWS = 10
+ECE_TARGET = 0.05  # the deferral score's ECE a clinic can rely on
+TOLERANCE = {"urgent_caught": (0.02, 0.05), "accepted_accuracy": 0.03, "coverage": (0.03, 0.05)}
+MIN_GROUP_N = 100  # a skin-tone group's coverage is judged only with this many evaluation cases
+SHARE_OF_DRAWS = 0.9  # the urgent floor (less its tolerance) must hold in this share of draws
 PROMISES = {  # metric -> (policy whose decisions it judges, the promise's parameter)
     "urgent_caught": ("urgent_sensitivity", "urgent_sensitivity_floor"),
     "accepted_accuracy": ("target_accuracy", "target_accuracy"),
@@ -125,11 +131,6 @@ def curve(rules: Rules, cases: ClinicCases, urgent: np.ndarray, ks=CURVE_K, draw
                 progress.update(1)
     return pd.DataFrame(rows)
 
-
-ECE_TARGET = 0.05  # the deferral score's ECE a clinic can rely on
-TOLERANCE = {"urgent_caught": (0.02, 0.05), "accepted_accuracy": 0.03, "coverage": (0.03, 0.05)}
-MIN_GROUP_N = 100  # a skin-tone group's coverage is judged only with this many evaluation cases
-SHARE_OF_DRAWS = 0.9  # the urgent floor (less its tolerance) must hold in this share of draws
 
 
 def targets(rules: Rules) -> dict[str, float]:

@@ -2,8 +2,8 @@
 
 - ``domain_auroc``: how well a classifier tells the new clinic's cases from the training
   clinics' (AUROC on held-out folds, with a bootstrap interval); 0.5 means it cannot.
-- ``bbse_class_mix`` (black-box shift estimation, Lipton et al. 2018) and ``em_class_mix``
-  (Saerens et al. 2002): the new clinic's class mix from the model's outputs alone, valid
+- ``bbse_class_mix`` (black-box shift estimation, Lipton et al. 2018, on probabilities) and
+  ``em_class_mix`` (Saerens et al. 2002): the new clinic's class mix from the model's outputs alone, valid
   under label shift (the classes' look unchanged, only their shares move).
 Each estimate comes with a 95% percentile interval from resampling the new clinic's cases
 (and, for BBSE, the calib cases behind its confusion matrix). ``shift_rows`` puts them
@@ -63,28 +63,27 @@ def domain_auroc(source: np.ndarray, target: np.ndarray, seed: int = 0, folds: i
     return Estimate(value, float(low), float(high))
 
 
-def _bbse(pred_calib: np.ndarray, y_calib: np.ndarray, pred_target: np.ndarray, k: int) -> np.ndarray:
-    """Class shares q solving C w = mu (C[i, j] = P_calib(pred i, true j), mu the target's
-    share of predictions i), with w >= 0, q = w * p_calib(y), normalised."""
-    joint = np.zeros((k, k))
-    np.add.at(joint, (pred_calib, y_calib), 1.0)
-    joint /= len(y_calib)
-    mu = np.bincount(pred_target, minlength=k) / len(pred_target)
-    w, _ = nnls(joint, mu)
+def _bbse(probs_calib: np.ndarray, y_calib: np.ndarray, probs_target: np.ndarray) -> np.ndarray:
+    """Class shares q solving C w = mu with the model's probabilities (soft BBSE:
+    C[i, j] = E_calib[p_i(x) 1(y = j)], mu the target's mean probabilities), w >= 0,
+    q = w * p_calib(y), normalised. The soft confusion matrix varies less than counts of
+    hard predictions on a calib split of a few hundred cases."""
+    k = probs_calib.shape[1]
+    joint = np.stack([probs_calib[y_calib == j].sum(0) for j in range(k)], axis=1) / len(y_calib)
+    w, _ = nnls(joint, probs_target.mean(0))
     q = w * joint.sum(0)
     return q / q.sum() if q.sum() > 0 else np.full(k, 1 / k)
 
 
 def bbse_class_mix(probs_calib: np.ndarray, y_calib: np.ndarray, probs_target: np.ndarray, seed: int = 0,
                    n_boot: int = 1000) -> Estimate:
-    """The target's class shares by BBSE with the model's hard predictions."""
-    k = probs_calib.shape[1]
-    pc, pt = probs_calib.argmax(1), probs_target.argmax(1)
+    """The target's class shares by soft BBSE (Lipton et al. 2018) on calibrated probabilities."""
     rng = np.random.default_rng(seed)
-    reps = np.array([_bbse(pc[i], y_calib[i], pt[j], k) for i, j in
-                     ((rng.integers(0, len(pc), len(pc)), rng.integers(0, len(pt), len(pt))) for _ in range(n_boot))])
+    nc, nt = len(y_calib), len(probs_target)
+    reps = np.array([_bbse(probs_calib[i], y_calib[i], probs_target[j]) for i, j in
+                     ((rng.integers(0, nc, nc), rng.integers(0, nt, nt)) for _ in range(n_boot))])
     low, high = _interval(reps)
-    return Estimate(_bbse(pc, y_calib, pt, k), low, high)
+    return Estimate(_bbse(probs_calib, y_calib, probs_target), low, high)
 
 
 def _em(probs: np.ndarray, prior_source: np.ndarray, iterations: int = 200, tol: float = 1e-8) -> np.ndarray:

@@ -37,8 +37,9 @@ from trainer.posthoc.replay import Rules, decide
 from trainer.uncertainty.conformal import class_scores
 from trainer.uncertainty.deferral import deferral_signals, doubtful_rule_out
 
-PULL = 10.0  # strength of the pull towards the run's own calibration, in cases' worth of NLL
+PULL = 10.0  # penalty on the squared distance of each layer from the identity, against the summed local NLL
 CONFIDENCE = 0.9  # the urgent floor holds for at least this share of draws of the local cases
+MIN_GROUP = 30  # local cases of a skin-tone group below which equal_group_accuracy uses the overall threshold
 
 
 @dataclass
@@ -180,8 +181,6 @@ def _thresholds(rules: Rules, out: dict, local: ClinicCases, urgent: np.ndarray,
         result[name] = (t, {})
     return result
 
-
-MIN_GROUP = 30  # local cases of a skin-tone group below which it shares the overall threshold
 
 
 def budget_threshold(score: np.ndarray, w: np.ndarray, budget: float) -> float:

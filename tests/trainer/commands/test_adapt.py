@@ -77,13 +77,20 @@ def test_adapt_refuses_what_it_cannot_do(quick_run, store_copy):
         adapt_curve(store_copy, run_id, "clinic_7", model="resnet", log=lambda m: None)
 
 
-def test_a_new_posthoc_drops_the_variants_it_would_contradict(quick_run, store_copy, tmp_path):
+def test_a_new_posthoc_drops_the_variants_and_remakes_the_curve(quick_run, store_copy, tmp_path):
     db = tmp_path / "triage.duckdb"
     shutil.copy(store_copy, db)
     run_id = quick_run["run_id"]
     adapt(db, run_id, "clinic_7", 8, log=lambda m: None)
-    posthoc(db, run_id, log=lambda m: None)
     with TriageStore(db, read_only=True) as store:
-        assert store.read_adaptations(run_id).empty and store.read_curve(run_id).empty
+        made = store.read_curve(run_id)["created_at"].max()
+    posthoc(db, run_id, {"default_policy": "target_accuracy"}, log=lambda m: None)
+    with TriageStore(db, read_only=True) as store:
+        assert store.read_adaptations(run_id).empty
         assert set(store.read_predictions(run_id)["model"]) == set(quick_run["cfg"].models)
         assert not np.any(store.read_table("metrics", run_id)["model"].str.contains("@"))
+        curve, shift = store.read_curve(run_id), store.read_shift(run_id)
+        policies = store.read_table("policies", run_id, split="test", slice="overall", policy="target_accuracy")
+    assert curve["created_at"].min() > made and len(shift)
+    zero = curve[(curve["k"] == 0) & (curve["slice_value"] == "target_accuracy")].iloc[0]
+    assert zero["value"] == pytest.approx(policies.set_index("model").loc[zero["model"], "defer_rate"])
