@@ -14,7 +14,7 @@ PROMISES = {"urgent_caught": "Urgent cases caught (urgent_sensitivity)",
             "defer_ece": "Deferral score calibration error (ECE)",
             "coverage": "Prediction sets cover the true category (per skin-tone group)"}
 WORKLOAD = {"urgent_caught": "urgent_sensitivity", "accepted_accuracy": "target_accuracy"}
-SHIFT_NAMES = {"domain_auroc": "Told apart from the training clinics (AUROC; 0.5: not at all)",
+SHIFT_NAMES = {"domain_auroc": "Domain AUROC (0.5: alike)",
                "class_share_bbse": "Class share (BBSE)", "class_share_em": "Class share (EM)",
                "defer_rate": "Deferred under the default policy", "far_from_training": "Far from the training data",
                "blurred_photo": "Blurred photo", "overexposed_photo": "Overexposed photo", "empty_note": "Empty note"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import streamlit as st
 
@@ -137,15 +136,8 @@ def new_clinic(path: str, version: float | None, run_id: str) -> dict[str, pd.Da
     """A run's shift reports, learning curves, adapted variants and judged corrections
     (empty for a store written before they existed)."""
     with TriageStore(path, read_only=True) as store:
-        reads = {"shift": store.read_shift, "curve": store.read_curve, "adaptations": store.read_adaptations,
-                 "corrections": store.read_corrections}
-        out = {}
-        for name, read in reads.items():
-            try:
-                out[name] = read(run_id)
-            except duckdb.CatalogException:  # an older schema: the table is made by the next write
-                out[name] = pd.DataFrame()
-    return out
+        return {"shift": store.read_shift(run_id), "curve": store.read_curve(run_id),
+                "adaptations": store.read_adaptations(run_id), "corrections": store.read_corrections(run_id)}
 
 
 def variants(path: str, version: float | None, run_id: str) -> list[str]:

@@ -88,11 +88,15 @@ class RunResults:
                 con.unregister("new_rows")
 
     def read_corrections(self, run_id: str, clinic: str | None = None) -> pd.DataFrame:
+        if not self._columns("corrections"):  # a read-only store of an older schema
+            return pd.DataFrame()
         return self.con.execute(
             """SELECT * FROM corrections WHERE run_id = ? AND (? IS NULL OR clinic = ?)
                ORDER BY dataset, clinic, model, correction, metric, slice_value""", [run_id, clinic, clinic]).df()
 
     def read_shift(self, run_id: str, clinic: str | None = None) -> pd.DataFrame:
+        if not self._columns("shift"):  # a read-only store of an older schema
+            return pd.DataFrame()
         return self.con.execute(
             """SELECT * FROM shift WHERE run_id = ? AND (? IS NULL OR clinic = ?)
                ORDER BY dataset, clinic, model, metric, slice_value""", [run_id, clinic, clinic]).df()
@@ -119,6 +123,8 @@ class RunResults:
                 con.unregister("new_rows")
 
     def read_adaptations(self, run_id: str) -> pd.DataFrame:
+        if not self._columns("adaptations"):  # a read-only store of an older schema
+            return pd.DataFrame()
         return self.con.execute("SELECT * FROM adaptations WHERE run_id = ? ORDER BY created_at",
                                 [run_id]).df()
 
@@ -139,6 +145,8 @@ class RunResults:
             con.unregister("new_curve")
 
     def read_curve(self, run_id: str, clinic: str | None = None) -> pd.DataFrame:
+        if not self._columns("adaptation_curve"):  # a read-only store of an older schema
+            return pd.DataFrame()
         return self.con.execute(
             """SELECT * FROM adaptation_curve WHERE run_id = ? AND (? IS NULL OR clinic = ?)
                ORDER BY dataset, clinic, model, select_method, metric, slice, slice_value, k""",

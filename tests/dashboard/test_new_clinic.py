@@ -52,10 +52,10 @@ def test_new_clinic_page_shows_the_stored_report_curve_and_variant(adapted, monk
     assert ece["labels needed"] == ("not reached by k = 400" if first != first else str(int(first)))
     row = before_after[(before_after["policy"] == "review_budget") & (before_after["skin tone"] == "all")].iloc[0]
     stored = adapted["policies"].query("policy == 'review_budget' and slice == 'overall'").iloc[0]
-    assert row["defer_rate after"] == pytest.approx(stored["defer_rate"])
+    assert row["defer_rate after"] == pytest.approx(stored["defer_rate"], abs=5e-4)  # shown to 3 decimals
     base = json.loads(adapted["adaptations"]["baseline"].iloc[0])["policies"]
     before = next(r for r in base if r["policy"] == "review_budget" and r["slice"] == "overall")
-    assert row["defer_rate before"] == pytest.approx(before["defer_rate"])
+    assert row["defer_rate before"] == pytest.approx(before["defer_rate"], abs=5e-4)
     assert before["n"] == stored["n"]  # the same cases: the clinic's, less the 10 used to adapt
 
 

@@ -101,3 +101,16 @@ def test_identifiers_with_sql_in_them_are_data_not_code(tmp_path):
             store.count_cases(evil, "clinic; DROP TABLE cases")
         with pytest.raises(ValueError, match="Cannot filter metrics"):
             store.read_table("metrics", "r", **{"metric = metric OR 1": 1})
+
+
+def test_a_read_only_store_of_an_older_schema_reads_new_tables_as_empty(tmp_path):
+    """The dashboard opens stores read-only, which never adds the tables of a newer schema."""
+    db = tmp_path / "old.duckdb"
+    with TriageStore(db) as store:
+        store.con.execute("DROP TABLE adaptation_curve; DROP TABLE adaptations; DROP TABLE corrections; "
+                          "DROP TABLE shift")
+    with TriageStore(db, read_only=True) as store:
+        for read in (store.read_curve, store.read_adaptations, store.read_corrections, store.read_shift):
+            assert read("any-run").empty
+    with TriageStore(db) as store:  # the next writer brings it up to date
+        assert store.read_curve("any-run").empty and "holds" in store._columns("adaptation_curve")
