@@ -10,6 +10,7 @@ from data_store.fitzpatrick import fitzpatrick_group, fitzpatrick_label
 from trainer.config import MODEL_NAMES
 from trainer.evaluation.audit import SLICE_FAMILIES
 from trainer.evaluation.metrics import confusion_matrix
+from trainer.evaluation.selection import select_model
 from trainer.report.numbers import ci
 
 HEADLINE = ("macro_f1", "accuracy", "ece", "defer_rate", "accepted_accuracy", "missed_urgent_rate")
@@ -44,8 +45,15 @@ def overall(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows.rename(columns={"model": "group"})
 
 
-def best_value(rows: pd.DataFrame) -> float:
-    return float(rows["value"].max())
+def chosen_model(val_metrics: pd.DataFrame) -> str:
+    """The run's model as the selection rule picks it on val (``trainer.evaluation.selection``)."""
+    return select_model(val_metrics).model
+
+
+def value_of(rows: pd.DataFrame, group: str) -> str:
+    """One group's value in ``overall`` rows, as text (n/a where the split has none)."""
+    picked = rows[rows["group"] == group]["value"]
+    return f"{picked.iloc[0]:.3f}" if len(picked) else "n/a"
 
 
 def by_category(metrics: pd.DataFrame) -> pd.DataFrame:
