@@ -63,9 +63,10 @@ if adaptations.empty:
 else:
     variant = ui.choose("Adapted variant", adaptations["variant"].tolist(), "variant")
     a = adaptations.set_index("variant").loc[variant]
-    policies = queries.run_table(page.path, page.version, run.run_id, "policies", split="test", model=variant,
+    split = "test" if a["dataset"] == run["dataset"] else "new"  # a clinic of a dataset ingested later: "new"
+    policies = queries.run_table(page.path, page.version, run.run_id, "policies", split=split, model=variant,
                                  slice=("overall", "fitzpatrick_group"))
-    conformal = queries.run_table(page.path, page.version, run.run_id, "conformal", split="test", model=variant)
+    conformal = queries.run_table(page.path, page.version, run.run_id, "conformal", split=split, model=variant)
     st.caption(f"{int(a['k'])} labelled cases ({ui.plain(a['select_method'])}, seed {int(a['seed'])}); both "
                f"judged on the clinic's other cases: {ui.plain(a['model'])} before, {ui.plain(variant)} after. "
                "Rates per policy; coverage of the prediction sets (target 90%).")

@@ -93,7 +93,8 @@ def adapt(db: str | Path, run_id: str, clinic: str, labels: int, select: str = "
     tables, preds = variant_tables(frame, evaluated.probs, outputs(rules, a, evaluated, urgent), rules, a, urgent,
                                    cfg, classes)
     before = baseline(frame, outputs(rules, Adaptation(0), evaluated, urgent), rules, urgent, cfg.default_policy)
-    variant = f"{info['model']}@{clinic}-k{labels}"
+    where = clinic if info["own"] else f"{info['dataset']}:{clinic}"  # another dataset may reuse a clinic's name
+    variant = f"{info['model']}@{where}-k{labels}"
     record = {"run_id": run_id, "variant": variant, "model": info["model"], "dataset": info["dataset"],
               "clinic": clinic, "k": labels, "select_method": select, "seed": seed,
               "local_case_ids": list(ids[local]), "params": a.params(), "baseline": before}

@@ -11,6 +11,7 @@ from trainer.evaluation.audit import patient_weights
 from trainer.posthoc.adapt import Adaptation
 from trainer.posthoc.audit_tables import Scored, audit_model, slice_families
 from trainer.posthoc.replay import Rules
+from trainer.posthoc.steps import SPLITS
 
 
 def baseline(frame: pd.DataFrame, out: dict, rules: Rules, urgent: np.ndarray, default_policy: str) -> dict:
@@ -35,9 +36,12 @@ def variant_tables(frame: pd.DataFrame, probs_uncal: np.ndarray, out: dict, rule
     pred = probs.argmax(1)
     needs_review = (pred != y) | out["rule_out"]
     deferred = out["decisions"][cfg.default_policy]
-    weights = {split: patient_weights(frame["patient_id"].to_numpy(), cfg.n_boot, cfg.seed)}
-    audit, _ = audit_model(Scored(frame, probs_uncal, probs, score, needs_review), deferred, sets, urgent, weights,
-                           slice_families(frame, tuple(cfg.audit_extra)), cfg.min_slice_n)
+    # The audit knows the run's splits; another dataset's clinic ("new") is audited as one and relabelled.
+    as_split = split if split in SPLITS else "test"
+    weights = {as_split: patient_weights(frame["patient_id"].to_numpy(), cfg.n_boot, cfg.seed)}
+    audit, _ = audit_model(Scored(frame.assign(split=as_split), probs_uncal, probs, score, needs_review), deferred,
+                           sets, urgent, weights, slice_families(frame, tuple(cfg.audit_extra)), cfg.min_slice_n)
+    audit = {name: t.assign(split=split) for name, t in audit.items()}
     params = a.params()
     tables = {**audit,
               "calibrators": pd.DataFrame([{"method": "adapted", "params": {"scale": params["scale"],

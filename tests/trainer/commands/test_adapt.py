@@ -3,7 +3,11 @@ learning curve fit stores, and their refusals."""
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
+
+from data_store.ingest import ingest
+from trainer.commands.predict import predict
 
 from data_store.store import TriageStore
 from trainer.__main__ import main
@@ -94,3 +98,25 @@ def test_a_new_posthoc_drops_the_variants_and_remakes_the_curve(quick_run, store
     assert curve["created_at"].min() > made and len(shift)
     zero = curve[(curve["k"] == 0) & (curve["slice_value"] == "target_accuracy")].iloc[0]
     assert zero["value"] == pytest.approx(policies.set_index("model").loc[zero["model"], "defer_rate"])
+
+
+def test_a_clinic_of_another_dataset_is_adapted_after_predict(quick_run, store_copy, synth_dir, tmp_path):
+    """A labelled dataset ingested later: predict scores it, then adapt draws from its clinic;
+    the figures are stored under split "new" (its cases are not the run's own)."""
+    frame = pd.read_csv(synth_dir / "manifest.csv")
+    frame[frame["clinic"] == "clinic_3"].head(40).to_csv(tmp_path / "later.csv", index=False)
+    shutil.copy(synth_dir / "dataset.json", tmp_path / "dataset.json")  # the classes in the run's order
+    run_id = quick_run["run_id"]
+    with TriageStore(store_copy) as store:
+        ingest(store, "later", tmp_path / "later.csv", image_root=synth_dir)
+    with pytest.raises(AdaptError, match="predict"):
+        adapt(store_copy, run_id, "clinic_3", 10, dataset="later", log=lambda m: None)
+    predict(store_copy, run_id, "later", log=lambda m: None)
+    variant, metrics = adapt(store_copy, run_id, "clinic_3", 10, dataset="later", log=lambda m: None)
+    assert variant.endswith("@later:clinic_3-k10")
+    with TriageStore(store_copy, read_only=True) as store:
+        n = len(store.read_cases("later"))  # what ingest accepted of the 40 rows
+    assert set(metrics["split"]) == {"new"} and metrics.query("slice == 'overall'")["n"].iloc[0] == n - 10
+    with TriageStore(store_copy, read_only=True) as store:
+        assert store.read_predictions(run_id, variant).empty
+        assert store.read_adaptations(run_id).set_index("variant").loc[variant, "dataset"] == "later"
