@@ -4,6 +4,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9"]  # safe for colour-blind readers
+
 
 def count_bars(df: pd.DataFrame, category: str, title: str, sort: str = "count") -> alt.Chart:
     """Horizontal bars of ``n`` per ``category``, longest first, or in the frame's order
@@ -71,12 +73,13 @@ def learning_curve(df: pd.DataFrame, title: str) -> alt.Chart:
     spread over draws (band), and the target (dashed rule). Columns k, value, ci_low,
     ci_high, target, slice_value (one line per group)."""
     base = alt.Chart(df, title=title).encode(x=alt.X("k:Q", title="labelled local cases (k)"))
+    colour = alt.Scale(range=OKABE_ITO)
     band = base.mark_area(opacity=0.15).encode(y=alt.Y("ci_low:Q", title=None), y2="ci_high:Q",
-                                              color=alt.Color("slice_value:N", title=None))
+                                              color=alt.Color("slice_value:N", scale=colour, title=None))
     line = base.mark_line(point=True).encode(
-        y=alt.Y("value:Q", scale=alt.Scale(zero=False)), color=alt.Color("slice_value:N", title=None),
+        y=alt.Y("value:Q", scale=alt.Scale(zero=False)), color=alt.Color("slice_value:N", title=None, scale=colour),
         tooltip=["k:Q", "slice_value:N", alt.Tooltip("value:Q", format=".3f"), alt.Tooltip("ci_low:Q", format=".3f"),
                  alt.Tooltip("ci_high:Q", format=".3f"), "holds:N"])
     target = alt.Chart(df.dropna(subset=["target"]).drop_duplicates("target")).mark_rule(
         strokeDash=[6, 4], color="black").encode(y="target:Q")
-    return (band + line + target).properties(height=220)
+    return (line + band + target).properties(height=220)  # the line first: its marks make the legend

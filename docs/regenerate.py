@@ -34,7 +34,7 @@ def newest_run(db: Path) -> str:
 
 
 def screenshots(db: Path, run_id: str, out: Path) -> list[Path]:
-    """Every page of the dashboard on ``run_id``, full height, at 1400x1000."""
+    """Every page of the dashboard on ``run_id``, 1400 wide and as tall as its content."""
     from tests.dashboard.browser import PAGES, Server, browser, settle
 
     out.mkdir(parents=True, exist_ok=True)
@@ -49,8 +49,15 @@ def screenshots(db: Path, run_id: str, out: Path) -> list[Path]:
                 page.wait_for_selector('[data-testid="stMain"]', timeout=90_000)
                 page.wait_for_timeout(1500)
                 settle(page)
+                # The page scrolls inside Streamlit's main block, not the document: grow the
+                # window to the content so the picture holds the whole page.
+                height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+                page.set_viewport_size({"width": 1400, "height": max(1000, int(height) + 40)})
+                page.wait_for_timeout(1500)
+                settle(page)
                 written.append(out / f"{name or 'Home'}.png")
                 page.screenshot(path=str(written[-1]), full_page=True)
+                page.set_viewport_size({"width": 1400, "height": 1000})
         finally:
             context.close()
             pw.stop()
