@@ -86,7 +86,7 @@ def figures(rules: Rules, a: Adaptation, cases: ClinicCases, urgent: np.ndarray)
     out = outputs(rules, a, cases, urgent)
     pred, y = out["probs"].argmax(1), cases.y
     correct = pred == y
-    needs_review = ~correct | out["rule_out"]
+    needs_review = ~correct | out["doubtful_rule_out"]
     urgent_true, missed = urgent[y], urgent[y] & ~urgent[pred]
     n = len(y)
     rows = [("defer_ece", "overall", "all", M.binary_ece(out["defer_score"], needs_review), n),

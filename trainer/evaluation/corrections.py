@@ -29,6 +29,7 @@ from trainer.evaluation import metrics as M
 from trainer.evaluation.shift import _em
 from trainer.posthoc.adapt import accuracy_threshold, budget_threshold, urgent_threshold
 from trainer.uncertainty.conformal import class_scores
+from trainer.uncertainty.operating_points import OperatingPoints
 
 MAX_RATIO = 20.0  # likelihood ratios are clipped at this many times their median
 
@@ -129,14 +130,12 @@ def _threshold_rows(x: dict, params: dict, thresholds: dict, w_calib: np.ndarray
     pc, pn = x["probs_calib"].argmax(1), x["probs_new"].argmax(1)
     yc, yn = x["y_calib"], x["y_new"]
     refit = weighted_thresholds(x["score_calib"], pc == yc, urgent[yc], urgent[pc], w_calib, params)
-    s, correct, urgent_true = x["score_new"], pn == yn, urgent[yn]
-    missable = urgent_true & ~urgent[pn]
+    points = OperatingPoints(x["score_new"], pn == yn, urgent[yn], urgent[pn], {})
 
     def at(threshold: float) -> dict[str, float]:
-        deferred = s >= threshold
-        return {"defer_rate": deferred.mean(),
-                "accepted_accuracy": correct[~deferred].mean() if (~deferred).any() else np.nan,
-                "urgent_caught": 1 - (missable & ~deferred)[urgent_true].mean() if urgent_true.any() else np.nan}
+        row = points.at(threshold).iloc[0]  # overall
+        return {"defer_rate": row["defer_rate"], "accepted_accuracy": row["accepted_accuracy"],
+                "urgent_caught": 1 - row["missed_urgent_rate"]}
 
     promises = {"review_budget": ("defer_rate", "budget"), "target_accuracy": ("accepted_accuracy", "target_accuracy"),
                 "urgent_sensitivity": ("urgent_caught", "urgent_sensitivity_floor")}

@@ -25,7 +25,8 @@ the run's own, unchanged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -33,9 +34,8 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, logit, softmax
 from scipy.stats import binom
 
-from trainer.posthoc.replay import Rules, decide
-from trainer.uncertainty.conformal import class_scores
-from trainer.uncertainty.deferral import deferral_signals, doubtful_rule_out
+from trainer.posthoc.replay import Rules, rule_outputs
+from trainer.uncertainty.conformal import SplitConformal, class_scores
 
 PULL = 10.0  # penalty on the squared distance of each layer from the identity, against the summed local NLL
 CONFIDENCE = 0.9  # the urgent floor holds for at least this share of draws of the local cases
@@ -85,22 +85,19 @@ def adapted_probs(a: Adaptation, probs: np.ndarray) -> np.ndarray:
 
 
 def outputs(rules: Rules, a: Adaptation, cases: ClinicCases, urgent: np.ndarray) -> dict:
-    """The adapted probabilities, deferral score, conformal sets and every policy's decisions."""
-    probs = adapted_probs(a, cases.probs)
-    signals = deferral_signals(probs, urgent, cases.single.get("text_only"), cases.single.get("image_only"),
-                               **{c: cases.per_case[c].to_numpy() for c in cases.per_case})
-    rule_out = doubtful_rule_out(probs, urgent, rules.urgent_doubt)
-    score = rules.scorer.predict(signals, rule_out)
-    if a.platt != (0.0, 1.0):
-        p = expit(a.platt[0] + a.platt[1] * logit(np.clip(score, 1e-6, 1 - 1e-6)))
-        score = np.where(rule_out, 1.0, p)
-    qhat = a.qhat or rules.conformal.qhat_
-    q = np.array([qhat.get(g, np.inf) for g in cases.groups])
-    sets = class_scores(probs, rules.conformal.method, cases.u) <= q[:, None]
-    thresholds = {**rules.thresholds, **a.thresholds}
-    decisions = {name: decide(t, score, cases.groups) for name, t in thresholds.items()}
-    decisions["conformal_set"] = sets.sum(1) != 1
-    return {"probs": probs, "defer_score": score, "rule_out": rule_out, "sets": sets, "decisions": decisions}
+    """The adapted probabilities, deferral score, conformal sets and every policy's decisions
+    (``replay.rule_outputs`` with the adaptation's layers, thresholds and conformal thresholds)."""
+    conformal = (SplitConformal.from_thresholds(rules.conformal.method, rules.conformal.alpha, a.qhat) if a.qhat
+                 else rules.conformal)
+    adapted = replace(rules, conformal=conformal, thresholds={**rules.thresholds, **a.thresholds})
+    return rule_outputs(adapted, adapted_probs(a, cases.probs), urgent, cases.single, cases.per_case, cases.groups,
+                        cases.u, None if a.platt == (0.0, 1.0) else functools.partial(_rescore, a.platt))
+
+
+def _rescore(platt: tuple[float, float], score: np.ndarray, rule_out: np.ndarray) -> np.ndarray:
+    """The Platt layer on the scorer's deferral score; a doubtful rule-out stays at 1."""
+    p = expit(platt[0] + platt[1] * logit(np.clip(score, 1e-6, 1 - 1e-6)))
+    return np.where(rule_out, 1.0, p)
 
 
 def fit_adaptation(rules: Rules, local: ClinicCases, urgent: np.ndarray, weights: np.ndarray | None = None,
@@ -114,7 +111,7 @@ def fit_adaptation(rules: Rules, local: ClinicCases, urgent: np.ndarray, weights
     a = Adaptation(k, scale, bias)
     first = outputs(rules, a, local, urgent)  # the adapted probabilities; the run's scorer
     wrong = first["probs"].argmax(1) != local.y
-    keep = ~first["rule_out"]
+    keep = ~first["doubtful_rule_out"]
     a.platt = _platt(first["defer_score"][keep], wrong[keep], w[keep], pull)
     out = outputs(rules, a, local, urgent)
     a.thresholds = _thresholds(rules, out, local, urgent, w, confidence)

@@ -85,12 +85,21 @@ def apply_rules(rules: Rules, probs_uncal: np.ndarray, urgent: np.ndarray, singl
     every policy's decision (True: a clinician reviews the case) for new cases.
     ``single``: the calibrated text_only and image_only probabilities (for the agreement
     signals); ``per_case``: note_missing, train_distance, photo_sharpness, photo_overexposed."""
-    probs = calibrated(rules, probs_uncal)
+    return rule_outputs(rules, calibrated(rules, probs_uncal), urgent, single, per_case,
+                        fitzpatrick_group(pd.Series(fitzpatrick)), u)
+
+
+def rule_outputs(rules: Rules, probs: np.ndarray, urgent: np.ndarray, single: dict[str, np.ndarray],
+                 per_case: pd.DataFrame, groups: np.ndarray, u: np.ndarray, rescore=None) -> dict:
+    """``apply_rules`` from calibrated probabilities and skin-tone groups. ``rescore(score,
+    doubtful_rule_out)``, when given, maps the scorer's deferral score before the policies
+    read it (a local recalibration's Platt layer)."""
     signals = deferral_signals(probs, urgent, single.get("text_only"), single.get("image_only"),
                                **{c: per_case[c].to_numpy() for c in per_case})
     rule_out = doubtful_rule_out(probs, urgent, rules.urgent_doubt)
     defer_score = rules.scorer.predict(signals, rule_out)
-    groups = fitzpatrick_group(pd.Series(fitzpatrick))
+    if rescore is not None:
+        defer_score = rescore(defer_score, rule_out)
     sets = rules.conformal.predict_sets(probs, groups, u)
     decisions = {name: decide(threshold, defer_score, groups) for name, threshold in rules.thresholds.items()}
     decisions["conformal_set"] = sets.sum(1) != 1

@@ -127,14 +127,20 @@ def fit_policies(probs: np.ndarray, y: np.ndarray, split: np.ndarray, groups: np
     decisions = {name: p.decide(s, groups) for name, p in policies.items()}
     decisions["conformal_set"] = sets.sum(1) != 1  # an alternative rule: defer unless exactly one class
     outcome = {"correct": correct, "missed": urgent_true & ~flagged, "urgent": urgent_true, "base": base}
-    rows = [row for name, d in decisions.items()
-            for row in _policy_rows(name, policies.get(name), d, split, groups, outcome, settings)]
+    rows = []
+    for name, d in decisions.items():
+        p = policies.get(name)
+        params, threshold_of = (p.params(), lambda v, p=p: p.threshold_for([v])[0]) if p else (settings.conformal,
+                                                                                               lambda v: np.nan)
+        rows += policy_rows(name, params, threshold_of, d, split, groups, outcome)
     return pd.DataFrame(rows), decisions[settings.default_policy]
 
 
-def _policy_rows(name: str, policy, deferred, split, groups, outcome: dict, settings: PolicySettings) -> list:
-    """One policy's workload and outcomes per split, overall and per skin-tone group."""
-    params = policy.params() if policy else settings.conformal
+def policy_rows(name: str, params: dict, threshold_of, deferred, split, groups, outcome: dict) -> list:
+    """One policy's workload and outcomes per split, overall and per skin-tone group.
+    ``threshold_of(group)``: the threshold a group is held to ("all": the overall one);
+    ``outcome``: correct, missed (urgent called non-urgent), urgent, base (the default
+    policy's decisions), each (n,) bool."""
     correct, base = outcome["correct"], outcome["base"]
     rows = []
     for sp in SPLITS:
@@ -142,8 +148,7 @@ def _policy_rows(name: str, policy, deferred, split, groups, outcome: dict, sett
             m = (split == sp) & ((groups == value) if slice_ != "overall" else True)
             if not m.any():
                 continue
-            thr = policy.threshold_for([value])[0] if policy else np.nan
-            rows.append({"policy": name, "params": params, "threshold": float(thr), "split": sp,
+            rows.append({"policy": name, "params": params, "threshold": float(threshold_of(value)), "split": sp,
                          "slice": slice_, "slice_value": value, "n": int(m.sum()),
                          "defer_rate": float(deferred[m].mean()),
                          "accepted_accuracy": float(correct[m & ~deferred].mean()) if (m & ~deferred).any()

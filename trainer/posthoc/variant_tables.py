@@ -11,6 +11,7 @@ from trainer.evaluation.audit import patient_weights
 from trainer.posthoc.adapt import Adaptation
 from trainer.posthoc.audit_tables import Scored, audit_model, slice_families
 from trainer.posthoc.replay import Rules
+from trainer.posthoc import steps
 from trainer.posthoc.steps import SPLITS
 
 
@@ -34,7 +35,7 @@ def variant_tables(frame: pd.DataFrame, probs_uncal: np.ndarray, out: dict, rule
     groups = frame["fitzpatrick_group"].to_numpy()
     probs, score, sets = out["probs"], out["defer_score"], out["sets"]
     pred = probs.argmax(1)
-    needs_review = (pred != y) | out["rule_out"]
+    needs_review = (pred != y) | out["doubtful_rule_out"]
     deferred = out["decisions"][cfg.default_policy]
     # The audit knows the run's splits; another dataset's clinic ("new") is audited as one and relabelled.
     as_split = split if split in SPLITS else "test"
@@ -74,20 +75,16 @@ def conformal_rows(sets, y, groups, split, rules: Rules, a: Adaptation) -> pd.Da
 
 
 def policy_rows(decisions: dict, thresholds: dict, rules: Rules, y, pred, urgent, groups, split,
-                 base: np.ndarray) -> pd.DataFrame:
-    correct, urgent_true = pred == y, urgent[y]
-    missed = urgent_true & ~urgent[pred]
+                base: np.ndarray) -> pd.DataFrame:
+    """Each policy's rows as ``fit`` writes them (``steps.policy_rows``), at the variant's thresholds."""
+    urgent_true = urgent[y]
+    outcome = {"correct": pred == y, "missed": urgent_true & ~urgent[pred], "urgent": urgent_true, "base": base}
+    as_split = split if split in SPLITS else "test"  # steps knows the run's splits; "new" is relabelled
+    conformal = {"method": rules.conformal.method, "alpha": rules.conformal.alpha, "mode": "mondrian"}
     rows = []
     for name, deferred in decisions.items():
         overall, per_group = thresholds.get(name, (np.nan, {}))
-        for slice_, value, m in _groups(groups):
-            kept, u = m & ~deferred, m & urgent_true
-            params = rules.policy_params.get(name) or {"method": rules.conformal.method,
-                                                       "alpha": rules.conformal.alpha, "mode": "mondrian"}
-            rows.append({"policy": name, "params": params,
-                         "threshold": float(per_group.get(value, overall)), "split": split, "slice": slice_,
-                         "slice_value": value, "n": int(m.sum()), "defer_rate": float(deferred[m].mean()),
-                         "accepted_accuracy": float(correct[kept].mean()) if kept.any() else np.nan,
-                         "missed_urgent_rate": float((missed & ~deferred)[u].mean()) if u.any() else np.nan,
-                         "extra_defer_rate": float(deferred[m].mean() - base[m].mean())})
-    return pd.DataFrame(rows)
+        rows += steps.policy_rows(name, rules.policy_params.get(name) or conformal,
+                                  lambda v, o=overall, g=per_group: g.get(v, o), deferred,
+                                  np.full(len(y), as_split, dtype=object), groups, outcome)
+    return pd.DataFrame(rows).assign(split=split)
