@@ -9,7 +9,6 @@ the run's stored outputs are re-read, and its post-hoc rules refitted
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,9 @@ from trainer.evaluation.selection import select_model
 from trainer.evaluation.adaptation import CURVE_DRAWS, CURVE_K, adapt_once, curve, smallest_k, summarise
 from trainer.posthoc.adapt import Adaptation, ClinicCases, outputs
 from trainer.posthoc.audit_tables import case_frame
-from trainer.posthoc.replay import RULE_TABLES, Rules, load_rules
+from trainer.posthoc.replay import PER_CASE, RULE_TABLES, Rules, load_rules, scored_cases
 from trainer.posthoc.variant_tables import baseline, variant_tables
 
-PER_CASE = ("train_distance", "photo_sharpness", "photo_overexposed")
 
 
 class AdaptError(ValueError):
@@ -136,11 +134,7 @@ def _outputs(store: TriageStore, run_id: str, dataset: str, own: bool, model: st
     if own:
         return store.read_predictions(run_id, model).sort_values("case_id").reset_index(drop=True)
     scores = store.read_scores(run_id, dataset, model)
-    if scores.empty:
-        raise AdaptError(f"Run {run_id} has not scored dataset {dataset!r}; run `python -m trainer predict "
-                         f"--run {run_id} --dataset {dataset}` first.")
-    signals = pd.DataFrame([json.loads(s) for s in scores["signals"]])
-    return pd.concat([scores[["case_id", "probs"]], signals[list(PER_CASE)]], axis=1).assign(split="new")
+    return scored_cases(scores, run_id, dataset, AdaptError).assign(split="new")
 
 
 def _no_cases(run_id: str, dataset: str, clinic: str, cases: pd.DataFrame, own: bool) -> str:

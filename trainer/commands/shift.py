@@ -10,7 +10,6 @@ verdict (``trainer/evaluation/shift.py``). Stored in the ``shift`` table.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,8 @@ from trainer.encoders.run_encoders import RunMismatch, run_features
 from trainer.evaluation.selection import select_model
 from trainer.evaluation.shift import ShiftInputs, shift_rows
 from trainer.evaluation.corrections import evaluate_corrections
-from trainer.posthoc.replay import RULE_TABLES, decide, load_rules, policy_thresholds
+from trainer.posthoc.replay import PER_CASE, RULE_TABLES, decide, load_rules, policy_thresholds, scored_cases
 from trainer.uncertainty.deferral import case_embedding
-
-SIGNALS = ("train_distance", "photo_sharpness", "photo_overexposed")
 
 
 class ShiftError(ValueError):
@@ -118,12 +115,7 @@ def _new_cases(cases: pd.DataFrame, clinic: str, preds: pd.DataFrame, scores: pd
     if scores is None:
         rows = preds[preds["split"] != "calib"]
     else:
-        if scores.empty:
-            raise ShiftError(f"Run {run['run_id']} has not scored dataset {dataset!r}; run `python -m trainer "
-                             f"predict --run {run['run_id']} --dataset {dataset}` first.")
-        signals = pd.DataFrame([json.loads(s) for s in scores["signals"]])
-        rows = pd.concat([scores[["case_id", "probs", "defer_score"]].reset_index(drop=True),
-                          signals[list(SIGNALS)]], axis=1)
+        rows = scored_cases(scores, run["run_id"], dataset, ShiftError)
     out = here[["case_id", "note", "image_path"]].merge(rows, on="case_id")
     if out.empty:
         raise ShiftError(f"Clinic {clinic!r} has no case outside the run's train and calib splits (calib is what "
@@ -132,7 +124,7 @@ def _new_cases(cases: pd.DataFrame, clinic: str, preds: pd.DataFrame, scores: pd
 
 
 def _signals(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame[list(SIGNALS)].astype(float).reset_index(drop=True)
+    out = frame[list(PER_CASE)].astype(float).reset_index(drop=True)
     return out.assign(note_missing=frame["note"].fillna("").str.strip().eq("").to_numpy())
 
 

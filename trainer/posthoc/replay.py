@@ -105,3 +105,17 @@ def rule_outputs(rules: Rules, probs: np.ndarray, urgent: np.ndarray, single: di
     decisions["conformal_set"] = sets.sum(1) != 1
     return {"probs": probs, "signals": signals, "doubtful_rule_out": rule_out, "defer_score": defer_score,
             "sets": sets, "decisions": decisions, "groups": groups}
+
+
+PER_CASE = ("train_distance", "photo_sharpness", "photo_overexposed")  # the per-case signals in ``signals``
+
+
+def scored_cases(scores: pd.DataFrame, run_id: str, dataset: str, error=ValueError) -> pd.DataFrame:
+    """One model's stored scores of a dataset (``read_scores``) as columns: case_id, probs,
+    defer_score and the per-case signals; ``error`` is raised when ``predict`` has not run."""
+    if scores.empty:
+        raise error(f"Run {run_id} has not scored dataset {dataset!r}; run `python -m trainer predict --run "
+                    f"{run_id} --dataset {dataset}` first.")
+    signals = pd.DataFrame([json.loads(s) for s in scores["signals"]])
+    return pd.concat([scores[["case_id", "probs", "defer_score"]].reset_index(drop=True), signals[list(PER_CASE)]],
+                     axis=1)
