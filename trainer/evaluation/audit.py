@@ -5,7 +5,9 @@ One mechanism for every slice and metric (after fairlearn's MetricFrame): each c
 contributes a row of additive statistics (is it correct, its bin, its class, is it
 deferred, ...); a resample is a vector of patient counts, so every metric of every
 resample and group is a weighted sum, one matrix product per group. Row 0 of every
-result holds the point estimate (all weights 1), rows 1.. the resamples. NumPy only.
+result holds the point estimate (all weights 1), rows 1.. the resamples. Intervals are
+percentile intervals; the binned calibration errors are stored bias-corrected with a
+recentred interval (``BIAS_CORRECTED``), so every interval holds its value. NumPy only.
 """
 from __future__ import annotations
 
@@ -23,6 +25,10 @@ HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "balanced_accuracy": Tru
                     "brier": False, "defer_rate": False, "missed_urgent_rate": False}
 # Coverage should sit at its target and set size trades against it: no "best" group.
 NO_GAP = {"conformal_coverage", "conformal_set_size"}
+# Binned calibration errors overstate the true error in small samples (noise inside a bin adds
+# to |accuracy - confidence|) and a resample overstates it again, so their plug-in value can lie
+# below its own percentile interval. They are stored bias-corrected (``_bias_corrected``).
+BIAS_CORRECTED = {"ece", "ece_uncalibrated"}
 
 
 @dataclass
@@ -120,6 +126,34 @@ def _percentiles(rep: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _recentred(estimate: float, rep: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of the resamples ``rep``, moved so that their mean sits on ``estimate``."""
+    rep = rep[np.isfinite(rep)]
+    if len(rep) == 0 or not np.isfinite(estimate):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(rep, [2.5, 97.5]) - rep.mean()
+    return float(estimate + lo), float(estimate + hi)
+
+
+def _bias_corrected(rep: np.ndarray) -> tuple[float, float, float]:
+    """(value, ci_low, ci_high) of a metric that cannot be negative, from its plug-in value
+    ``rep[0]`` and resamples ``rep[1:]``: the bootstrap bias-corrected estimate 2 * plug-in -
+    mean(resamples) (Efron and Tibshirani 1993, ch. 10), with the resamples' percentile interval
+    recentred on it, all clipped at 0. The interval holds the value whenever the resamples' mean
+    lies inside their own 2.5-97.5% range."""
+    resamples = rep[1:][np.isfinite(rep[1:])]
+    if not np.isfinite(rep[0]) or len(resamples) == 0:
+        return float(rep[0]), float("nan"), float("nan")
+    value = 2 * float(rep[0]) - float(resamples.mean())
+    lo, hi = _recentred(value, resamples)
+    return max(value, 0.0), max(lo, 0.0), max(hi, 0.0)
+
+
+def _estimates(rep: np.ndarray, metric: str) -> tuple[float, float, float]:
+    """(value, ci_low, ci_high) from the plug-in value ``rep[0]`` and the resamples ``rep[1:]``."""
+    return _bias_corrected(rep) if metric in BIAS_CORRECTED else (float(rep[0]), *_percentiles(rep[1:]))
+
+
 def bootstrap_slices(outcomes: CaseOutcomes, weights: np.ndarray, families: dict[str, np.ndarray]
                      ) -> dict[tuple[str, str], dict[str, np.ndarray]]:
     """{(slice, slice_value): {metric: (1 + n_boot,) values}} for every group of every family."""
@@ -147,26 +181,33 @@ def audit_rows(replicates: dict[tuple[str, str], dict[str, np.ndarray]], min_n: 
             if metric == "count":
                 continue
             reps = {v: replicates[(family, v)][metric] for v in values}
-            reference = _best_group(reps, n, metric, min_n) if family != "overall" else None
+            point = {v: _estimates(r, metric) for v, r in reps.items()}
+            reference = _best_group({v: p[0] for v, p in point.items()}, n, metric, min_n) \
+                if family != "overall" else None
             for v in values:
-                lo, hi = _percentiles(reps[v][1:])
-                row = {"slice": family, "slice_value": v, "metric": metric, "value": float(reps[v][0]),
+                value, lo, hi = point[v]
+                row = {"slice": family, "slice_value": v, "metric": metric, "value": value,
                        "ci_low": lo, "ci_high": hi, "n": n[v], "too_small": n[v] < min_n,
                        "gap": np.nan, "gap_low": np.nan, "gap_high": np.nan, "gap_reference": None, "flagged": False}
                 if reference is not None:
                     diff = reps[v] - reps[reference]
-                    row.update(gap=float(diff[0]), gap_reference=reference)
-                    row["gap_low"], row["gap_high"] = _percentiles(diff[1:])
+                    if metric in BIAS_CORRECTED:  # the difference of the stored values, its interval recentred
+                        gap = value - point[reference][0]
+                        row["gap_low"], row["gap_high"] = _recentred(gap, diff[1:])
+                    else:
+                        gap = float(diff[0])
+                        row["gap_low"], row["gap_high"] = _percentiles(diff[1:])
+                    row.update(gap=gap, gap_reference=reference)
                     excludes_zero = row["gap_low"] > 0 or row["gap_high"] < 0
                     row["flagged"] = bool(v != reference and n[v] >= min_n and excludes_zero)
                 rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _best_group(reps: dict[str, np.ndarray], n: dict[str, int], metric: str, min_n: int) -> str | None:
+def _best_group(value: dict[str, float], n: dict[str, int], metric: str, min_n: int) -> str | None:
     if metric in NO_GAP or metric not in HIGHER_IS_BETTER:
         return None
-    judged = {v: r[0] for v, r in reps.items() if n[v] >= min_n and np.isfinite(r[0])}
+    judged = {v: x for v, x in value.items() if n[v] >= min_n and np.isfinite(x)}
     if len(judged) < 2:
         return None
     pick = max if HIGHER_IS_BETTER[metric] else min

@@ -1,6 +1,7 @@
 """The patient bootstrap audit against scikit-learn on each slice and on the literal
 resamples, and the skin-tone gap it must find (or not find)."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn import metrics as skm
@@ -98,3 +99,30 @@ def test_small_slices_are_marked_not_hidden():
     unknown = rows[rows.slice_value == "unknown"]
     assert len(unknown) and unknown["too_small"].all() and not unknown["flagged"].any()
     assert not rows[rows.slice_value == "I-II"]["too_small"].any()
+
+
+def test_a_calibration_error_is_bias_corrected_and_inside_its_interval():
+    """A small group's plug-in ECE sits below every resample's (the bias this corrects); the stored
+    value is 2 * plug-in - mean(resamples), clipped at 0, inside its recentred interval."""
+    o, patients, fitz = _outcomes(4, n=300)
+    groups = fitzpatrick_group(fitz)
+    weights = patient_weights(patients, 1000, 0)
+    reps = bootstrap_slices(o, weights, {"fitzpatrick_group": groups})
+    rows = audit_rows(reps, min_n=30).set_index(["slice_value", "metric"])
+    for (value, metric), row in rows.iterrows():
+        assert row["ci_low"] - 1e-12 <= row["value"] <= row["ci_high"] + 1e-12, (value, metric)
+        if pd.notna(row["gap_low"]):
+            assert row["gap_low"] - 1e-12 <= row["gap"] <= row["gap_high"] + 1e-12, (value, metric)
+    for value in ("I-II", "III-IV", "V-VI", "unknown"):
+        r = reps[("fitzpatrick_group", value)]["ece"]
+        resamples = r[1:][np.isfinite(r[1:])]
+        expected = max(0.0, 2 * r[0] - resamples.mean())
+        assert rows.loc[(value, "ece"), "value"] == pytest.approx(expected)
+        spread = np.percentile(resamples, [2.5, 97.5]) - resamples.mean()
+        np.testing.assert_allclose(rows.loc[(value, "ece"), ["ci_low", "ci_high"]].to_numpy(float),
+                                   np.maximum(2 * r[0] - resamples.mean() + spread, 0))
+    r = reps[("fitzpatrick_group", "III-IV")]["ece"]  # calibrated by construction, so the error is bias
+    assert r[0] < np.percentile(r[1:][np.isfinite(r[1:])], 2.5)  # a percentile interval would miss its value
+    gaps = rows.xs("ece", level="metric")
+    ref = gaps["gap_reference"].dropna().iloc[0]
+    np.testing.assert_allclose(gaps["gap"], gaps["value"] - gaps.loc[ref, "value"])

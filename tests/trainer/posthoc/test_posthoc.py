@@ -12,7 +12,9 @@ from torchmetrics.functional.classification import binary_calibration_error, mul
 
 from data_store.store import TriageStore
 from trainer.__main__ import main
+from trainer.evaluation.audit import patient_weights
 from trainer.posthoc import posthoc_tables
+from trainer.posthoc.steps import SPLITS
 from trainer.config import MODEL_NAMES
 
 ISSUE_METRICS = {"accuracy", "macro_f1", "category_accuracy", "balanced_accuracy", "ece", "adaptive_ece",
@@ -32,6 +34,7 @@ def stored(quick_run, synth_store):
     cases = quick_run["cases"].set_index("case_id")
     preds["group"] = [GROUPS.get(int(f), "unknown") if pd.notna(f) else "unknown"
                       for f in cases.loc[preds["case_id"], "fitzpatrick"]]
+    preds["patient_id"] = cases.loc[preds["case_id"], "patient_id"].to_numpy()
     return {**tables, "preds": preds, "classes": list(quick_run["run"]["classes"]),
             "urgent": list(info["urgent_classes"]), "cfg": quick_run["cfg"]}
 
@@ -69,8 +72,8 @@ def _expected(stored, rows: pd.DataFrame, model: str, split: str, group: str) ->
         "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
         "nll": skm.log_loss(y, p, labels=range(len(classes))),
         "brier": skm.brier_score_loss(y, p, labels=range(len(classes)), scale_by_half=False),
-        "ece": float(multiclass_calibration_error(tm(p), tm(y), num_classes=len(classes), n_bins=15)),
-        "ece_uncalibrated": float(multiclass_calibration_error(tm(pu), tm(y), num_classes=len(classes), n_bins=15)),
+        "ece": _bias_corrected_ece(stored, rows, p, y, split),
+        "ece_uncalibrated": _bias_corrected_ece(stored, rows, pu, y, split),
         "adaptive_ece": ECE(bins=15, equal_intervals=False).measure(p, y),
         "classwise_ece": np.mean([float(binary_calibration_error(tm(p[:, c]), tm((y == c).astype(int)), n_bins=15))
                                   for c in range(len(classes))]),
@@ -82,6 +85,22 @@ def _expected(stored, rows: pd.DataFrame, model: str, split: str, group: str) ->
         "defer_ece": float(binary_calibration_error(tm(s), tm(needs_review.astype(int)), n_bins=15)),
         "defer_auroc": skm.roc_auc_score(~correct, s),
     }
+
+
+def _bias_corrected_ece(stored, rows: pd.DataFrame, p: np.ndarray, y: np.ndarray, split: str) -> float:
+    """torchmetrics' ECE of the rows and of each patient resample of the split, written out as
+    repeated cases, then bias-corrected: max(0, 2 * ECE - mean of the resamples' ECE)."""
+    cfg, preds = stored["cfg"], stored["preds"]
+    split_patients = preds[(preds.model == rows["model"].iloc[0]) & (preds.split == split)]["patient_id"]
+    weights = patient_weights(split_patients.to_numpy(), cfg.n_boot, cfg.seed + SPLITS.index(split))
+    per_patient = dict(zip(split_patients, weights.T))  # a patient's weight, whichever of their cases
+    w = np.stack([per_patient[pid] for pid in rows["patient_id"]], axis=1).astype(int)  # (1 + B, rows)
+
+    def ece(idx):
+        return float(multiclass_calibration_error(torch.tensor(p[idx]), torch.tensor(y[idx]),
+                                                  num_classes=len(stored["classes"]), n_bins=15))
+    resamples = [ece(np.repeat(np.arange(len(y)), r)) for r in w[1:] if r.sum() > 0]
+    return max(0.0, 2 * ece(np.arange(len(y))) - float(np.mean(resamples)))
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
@@ -101,6 +120,16 @@ def test_every_metric_is_recomputed_from_predictions(stored, model):
         if (y == c).any():
             expected = skm.recall_score(y == c, rows["y_pred"].to_numpy() == c)
             assert _value(m, model, "test", "category", c, "category_accuracy") == pytest.approx(expected)
+
+
+def test_every_interval_of_the_run_holds_its_value(stored):
+    """Every stored interval of the whole ``metrics`` table, and every gap's, contains its estimate."""
+    m = stored["metrics"]
+    assert m["ci_low"].notna().sum() > 1000  # the tiny store has no group large enough for a gap
+    for low, value, high in (("ci_low", "value", "ci_high"), ("gap_low", "gap", "gap_high")):
+        rows = m[m[low].notna()]
+        outside = rows[(rows[value] < rows[low] - 1e-12) | (rows[value] > rows[high] + 1e-12)]
+        assert outside.empty, outside[["model", "split", "slice", "slice_value", "metric", low, value, high]]
 
 
 def test_intervals_and_gaps_are_stored_and_small_slices_marked(stored):
