@@ -133,8 +133,9 @@ def main() -> None:
         f"**Held-out clinic by category** (test split of this run; the mean over seeds against the peers is "
         f"in the results above). acc_<category> is the share of that category's cases classified correctly; "
         f"macro_f1_raw is before calibration.\n\n{r['heldout'].round(3).to_markdown()}",
-        "**Calibration.** Top-label ECE (15 bins) of the raw and the calibrated probabilities; `calib` is out "
-        "of fold; the deferral score's own ECE against the observed need for review, and its AUROC for "
+        "**Calibration.** Top-label ECE (15 bins) of the raw and the calibrated probabilities, as the audit "
+        "stores it (bootstrap bias-corrected, as the Audit item says); `calib` is out of fold; the deferral "
+        "score's own ECE (plug-in) against the observed need for review, and its AUROC for "
         "catching errors, on the held-out clinic.",
         calibration_table(r).to_markdown(),
         f"**Conformal sets** (LAC, Mondrian by skin-tone group, target coverage {1 - config.alpha:.2f}): "

@@ -133,12 +133,14 @@ class TriageStore(RunResults):
         return self.con.execute(
             "SELECT * FROM rejected_rows WHERE dataset = ? ORDER BY source_row", [dataset]).df()
 
-    def count_cases(self, dataset: str, by: str) -> pd.DataFrame:
-        """Case counts grouped by one of clinic, label or fitzpatrick."""
-        if by not in _CASE_GROUPS:
-            raise ValueError(f"by must be one of {sorted(_CASE_GROUPS)}, got {by!r}.")
+    def count_cases(self, dataset: str, by: str | tuple[str, ...]) -> pd.DataFrame:
+        """Case counts grouped by clinic, label or fitzpatrick (one, or a tuple of them)."""
+        columns = (by,) if isinstance(by, str) else tuple(by)
+        if not columns or not set(columns) <= _CASE_GROUPS:
+            raise ValueError(f"by must be among {sorted(_CASE_GROUPS)}, got {by!r}.")
+        cols = ", ".join(columns)
         return self.con.execute(
-            f"SELECT {by}, count(*) AS n FROM cases WHERE dataset = ? GROUP BY {by} ORDER BY {by}",
+            f"SELECT {cols}, count(*) AS n FROM cases WHERE dataset = ? GROUP BY {cols} ORDER BY {cols}",
             [dataset]).df()
 
     def dataset_has_runs(self, dataset: str) -> bool:

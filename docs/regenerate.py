@@ -1,16 +1,19 @@
 """Regenerate the generated files of docs/ from a store: the default run's clinical handoff
-document (docs/clinical_handoff/: handoff.pdf, handoff.md, its figures, slices/) and a
-screenshot of every dashboard page (docs/screenshots/).
+document (docs/clinical_handoff/: handoff.pdf, handoff.md, its figures, slices/ and each page
+rendered as page-N.png) and a screenshot of every dashboard page (docs/screenshots/).
 
     python docs/regenerate.py [--db data/triage.duckdb] [--run RUN] [--only report|screenshots]
 
-RUN defaults to the newest complete run of the store. Screenshots need Debian's chromium
-and Playwright (both installed by ./run.sh test). The data behind them are simulated unless
+RUN defaults to the newest complete run of the store. Page renders need Debian's
+poppler-utils; screenshots need Debian's chromium and Playwright (.ci/run installs the
+Debian packages where missing). The data behind them are simulated unless
 the store says otherwise.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,6 +25,16 @@ from data_store.store import TriageStore  # noqa: E402
 from trainer.commands.report import write_report  # noqa: E402
 
 DOCS = ROOT / "docs"
+
+
+def render_pages(pdf: Path, dpi: int = 100) -> list[Path]:
+    """Every page of ``pdf`` as page-N.png beside it (Debian's poppler-utils: pdftoppm)."""
+    if shutil.which("pdftoppm") is None:
+        raise SystemExit("pdftoppm not found: install Debian's poppler-utils (apt-get install poppler-utils).")
+    for old in pdf.parent.glob("page-*.png"):
+        old.unlink()
+    subprocess.run(["pdftoppm", "-r", str(dpi), "-png", str(pdf), str(pdf.parent / "page")], check=True)
+    return sorted(pdf.parent.glob("page-*.png"))
 
 
 def newest_run(db: Path) -> str:
@@ -81,6 +94,8 @@ def _regenerate(args) -> int:
     if args.only != "screenshots":
         result = write_report(db, run_id, DOCS / "clinical_handoff")
         print(f"wrote {result['pdf']} ({result['pages']} pages) and {result['slices']} slice tables")
+        pages = render_pages(result["pdf"])
+        print(f"rendered its pages to {', '.join(p.name for p in pages)}")
     if args.only != "report":
         print(f"wrote {len(screenshots(db, run_id, DOCS / 'screenshots'))} screenshots to {DOCS / 'screenshots'}")
     return 0

@@ -59,4 +59,4 @@ if not attr.empty:
     ig, occlusion = tables.attribution_rows(attr)
     fig = attribution_figure(lambda side: load_rgb(case["image_path"], side), ig, occlusion,
                              tables.attribution_title(ig))
-    st.image(fig, caption="Red: evidence for the predicted class; blue: against.")
+    st.image(fig, caption="Yellow: evidence for the predicted class; blue: against.")

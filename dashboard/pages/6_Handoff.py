@@ -20,8 +20,10 @@ for i, (title, table) in enumerate(tables.handoff_sections(metrics, calib, polic
     ui.download_buttons(table, f"{run.run_id}_{title.lower().replace(' ', '_').replace(',', '')}", f"handoff.{i}")
 
 st.subheader("The handoff document")
-st.caption("Five pages for clinicians, every number read from the store: "
-           f"`python -m trainer report --run {run.run_id} --out DIR` writes the same files.")
+st.caption("For clinicians and the clinical safety officer: the bottom line per 100 referrals, when the model is "
+           "reliable, where deferral fires and why, the known biases by skin tone, and the safety case (five A4 "
+           "pages on a default run, four to six on other data; the page count shows once it is built). Every number "
+           f"is read from the store: `python -m trainer report --run {run.run_id} --out DIR` writes the same files.")
 if st.button("Build handoff.pdf and handoff.md", key="handoff.build"):
     with st.spinner("Writing the document..."):
         try:

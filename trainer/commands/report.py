@@ -12,24 +12,104 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from data_store.fitzpatrick import fitzpatrick_group, fitzpatrick_type
 from data_store.store import TriageStore
 from trainer.config import run_config
+from trainer.evaluation.selection import select_model
 from trainer.report.content import build
 from trainer.report.render import figures, to_markdown, to_pdf
 
 TABLES = ("metrics", "policies", "conformal", "calibrators", "comparisons", "reliability_bins", "risk_coverage")
 
 
-def read_inputs(db, run_id: str) -> dict:
-    """Everything the document is built from: the run's tables, attributions, the run, its
-    dataset, its settings and the dataset's case counts."""
+def read_inputs(db, run_id: str, policy: str | None = None) -> dict:
+    """Everything the document is built from: the run's tables, attributions, the held-out
+    clinic's learning curve, the run, its dataset, its settings, case counts (``counts``: by
+    a column, and the skin-tone mix and urgent share of the training and held-out clinics)
+    and the held-out clinic's cases at ``policy`` with the reason each scores as it does."""
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
         info = store.read_dataset(run["dataset"])
         out = {t: store.read_table(t, run_id) for t in TABLES}
         out["attributions"] = store.read_attributions(run_id)
+        out["curve"] = store.read_curve(run_id, run["heldout_clinic"])
         out["by"] = {k: store.count_cases(run["dataset"], k) for k in ("clinic", "fitzpatrick", "label")}
-    return {**out, "run": run, "info": info, "config": run_config(run["config"])}
+        mix = store.count_cases(run["dataset"], ("clinic", "fitzpatrick", "label"))
+    cfg = run_config(run["config"])
+    model = select_model(out["metrics"]).model
+    out["counts"] = case_counts(mix, run["heldout_clinic"], _urgent(info))
+    out["cases"] = deferral_cases(db, run_id, run["heldout_clinic"], model, policy or cfg.default_policy)
+    out["reasons"] = deferral_reasons(out["cases"])
+    return {**out, "run": run, "info": info, "config": cfg}
+
+
+def _urgent(info: dict) -> list[str]:
+    return [] if info["urgent_classes"] is None else list(info["urgent_classes"])
+
+
+def case_counts(mix: pd.DataFrame, heldout: str, urgent: list[str]) -> pd.DataFrame:
+    """Rows (by, value, n, share): the skin-tone group mix of the training clinics and of the
+    held-out clinic (share of the clinics' cases), and the urgent share of each."""
+    mix = mix.assign(where=np.where(mix["clinic"] == heldout, "held-out clinic", "training clinics"),
+                     group=fitzpatrick_group(mix["fitzpatrick"]), urgent=mix["label"].isin(urgent))
+    rows = [{"by": "dataset", "value": "referrals", "n": int(mix["n"].sum()), "share": 1.0},
+            {"by": "dataset", "value": "clinics", "n": mix["clinic"].nunique(), "share": 1.0}]
+    for value, n in mix.assign(type=fitzpatrick_type(mix["fitzpatrick"])).groupby("type")["n"].sum().items():
+        rows.append({"by": "fitzpatrick", "value": value, "n": int(n), "share": n / mix["n"].sum()})
+    for value, n in mix.groupby("clinic")["n"].sum().items():
+        rows.append({"by": "clinic", "value": value, "n": int(n), "share": n / mix["n"].sum()})
+    for value, n in mix.groupby("label")["n"].sum().items():
+        rows.append({"by": "label", "value": value, "n": int(n), "share": n / mix["n"].sum()})
+    for where, g in mix.groupby("where"):
+        total = g["n"].sum()
+        for value, n in g.assign(type=fitzpatrick_type(g["fitzpatrick"])).groupby("type")["n"].sum().items():
+            rows.append({"by": f"skin type at the {where}", "value": value, "n": int(n), "share": n / total})
+        for group, n in g.groupby("group")["n"].sum().items():
+            rows.append({"by": f"skin-tone group at the {where}", "value": group, "n": int(n), "share": n / total})
+        rows.append({"by": "urgent share", "value": where, "n": int(g.loc[g["urgent"], "n"].sum()),
+                     "share": g.loc[g["urgent"], "n"].sum() / total})
+    return pd.DataFrame(rows)
+
+
+def deferral_reasons(cases: pd.DataFrame) -> pd.DataFrame:
+    """(reason, n, share): the deferred cases by the reason of their score, share of the deferred
+    (most frequent first), then the row "missed urgent": urgent cases missed and not deferred."""
+    if cases.empty:
+        return pd.DataFrame(columns=["reason", "n", "share"])
+    deferred = cases[cases["deferred"]]
+    counts = deferred["reason"].value_counts()
+    rows = pd.DataFrame({"reason": counts.index, "n": counts.to_numpy(),
+                         "share": counts.to_numpy() / max(len(deferred), 1)})
+    missed = pd.DataFrame([{"reason": "missed urgent", "n": int(cases["missed"].sum()), "share": float("nan")}])
+    return pd.concat([rows, missed], ignore_index=True)
+
+
+def deferral_cases(db, run_id: str, clinic: str, model: str, policy: str) -> pd.DataFrame:
+    """The held-out ``clinic``'s cases as ``model``'s rules see them, at ``policy``: model, case_id, y_true,
+    y_pred, group, defer_score, deferred, reason (why the score is what it is), urgent (true
+    class urgent), missed (urgent, called non-urgent and not deferred). Empty when the policy
+    is not stored or the clinic's cases cannot be replayed."""
+    from trainer.commands.adapt import AdaptError, clinic_cases
+    from trainer.posthoc.replay import rule_outputs
+
+    try:
+        rules, cases, urgent, info = clinic_cases(db, run_id, clinic, model=model)
+    except AdaptError:
+        return pd.DataFrame()
+    out = rule_outputs(rules, cases.probs, urgent, cases.single, cases.per_case, cases.groups, cases.u)
+    if policy not in out["decisions"]:
+        return pd.DataFrame()
+    pred = out["probs"].argmax(1)
+    deferred = out["decisions"][policy]
+    classes = np.asarray(info["classes"])
+    return pd.DataFrame({"model": model, "case_id": info["case_ids"], "y_true": classes[cases.y],
+                         "y_pred": classes[pred],
+                         "group": cases.groups, "defer_score": out["defer_score"], "deferred": deferred,
+                         "reason": rules.scorer.reasons(out["signals"], out["doubtful_rule_out"]),
+                         "urgent": urgent[cases.y], "missed": urgent[cases.y] & ~urgent[pred] & ~deferred})
 
 
 def example_figure(db, run_id: str, model: str):
@@ -90,7 +170,7 @@ def write_report(db, run_id: str, out: str | Path, policy: str | None = None) ->
 
 def _write(db, run_id: str, out: Path, policy: str | None) -> tuple[int, int]:
     (out / "slices").mkdir(parents=True, exist_ok=True)
-    doc = build(read_inputs(db, run_id), policy)
+    doc = build(read_inputs(db, run_id, policy), policy)
     paths = figures(doc, out, example_figure(db, run_id, doc.model)[0])
     (out / "handoff.md").write_text(to_markdown(doc, paths))
     pages = to_pdf(doc, paths, out / "handoff.pdf")

@@ -11,12 +11,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from trainer.explain.records import decode_heatmap
 
-POSITIVE = np.array([220, 40, 40], float)  # evidence for the explained class
-NEGATIVE = np.array([40, 90, 220], float)  # evidence against it
+# Yellow and blue (Okabe-Ito): told apart by colour-blind readers, and yellow stands out on
+# dark skin where a red tint merges with it.
+POSITIVE = np.array([240, 228, 66], float)  # evidence for the explained class
+NEGATIVE = np.array([0, 114, 178], float)  # evidence against it
 
 
 def overlay_heatmap(photo: np.ndarray, heatmap: np.ndarray, alpha: float = 0.6, signed: bool = True) -> np.ndarray:
-    """uint8 (S, S, 3): the photo tinted red where the heatmap supports the class (blue
+    """uint8 (S, S, 3): the photo tinted yellow where the heatmap supports the class (blue
     against it, when ``signed``), in proportion to |value| / max |value|."""
     photo = np.asarray(photo, float)
     side = photo.shape[0]
@@ -37,7 +39,7 @@ def load_font(size: int) -> ImageFont.ImageFont:
 
 
 def note_image(words: list[str], scores, width: int = 640, size: int = 18) -> Image.Image:
-    """The note's words on tinted boxes (red: for the explained class, blue: against)."""
+    """The note's words on tinted boxes (yellow: for the explained class, blue: against)."""
     font = load_font(size)
     scores = np.asarray(scores, float)
     scale = np.abs(scores).max() if len(scores) and np.abs(scores).max() > 0 else 1.0

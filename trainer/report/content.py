@@ -1,241 +1,184 @@
 """The clinical handoff document's content, generated from the store: every number is read
-from it and every statement that depends on a result is chosen by that result.
+from it through a ``Trace`` (``trace.py``) and every statement that depends on a result is
+chosen by that result.
 
-``build(inputs, policy)`` returns a ``Document`` (``document.py``) from the run's tables as
-``trainer.commands.report.read_inputs`` reads them; ``render.py`` writes it.
+``build(inputs, policy)`` returns a ``Document`` (``document.py``) of five pages from the run's
+tables as ``trainer.commands.report.read_inputs`` reads them; ``render.py`` writes it. Page 1
+is here; the others are in ``reliability.py``, ``deferral.py``, ``skin_tone.py`` and ``safety.py``.
 """
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
-from trainer.config import BASELINES
 from trainer.evaluation.selection import select_model
+from trainer.report import deferral, reliability, safety, skin_tone
+from trainer.report.context import POLICY_NAMES, Context
 from trainer.report.document import ChartSpec, Document, Section
-from trainer.report.numbers import ci, p3, pct
+from trainer.report.trace import Trace
 
 
 def build(d: dict, policy: str | None = None) -> Document:
     """The document of one run. ``d``: the run's tables (metrics, policies, conformal,
-    calibrators, comparisons, reliability_bins, risk_coverage, attributions), ``run``,
-    ``info`` (its dataset), ``config`` (its FitConfig) and ``by`` (case counts)."""
-    m, run, info, cfg = d["metrics"], d["run"], d["info"], d["config"]
-    run_id = run["run_id"]
-    chosen = select_model(m)  # on the training clinics, never on test
-    model = chosen.model
+    calibrators, comparisons, reliability_bins, risk_coverage, attributions, curve), ``run``,
+    ``info`` (its dataset), ``config`` (its FitConfig), ``by`` and ``counts`` (case counts) and
+    ``cases`` (the held-out clinic's cases at the policy, with their reasons)."""
+    run, info, cfg = d["run"], d["info"], d["config"]
+    chosen = select_model(d["metrics"])  # on the training clinics, never on test
     policy = policy or cfg.default_policy
-    pol = d["policies"][(d["policies"].model == model) & (d["policies"].policy == policy)]
-    if pol.empty:
-        raise ValueError(f"Run {run_id} has no policy {policy!r} for {model}; policies: "
+    ctx = Context(d, chosen.model, policy, Trace())
+    if ctx.policy_row() is None:
+        raise ValueError(f"Run {run['run_id']} has no policy {policy!r} for {chosen.model}; policies: "
                          f"{sorted(set(d['policies']['policy']))}.")
-    mm = m[m.model == model]
-
-    def get(split: str, slice_: str, value: str, metric: str) -> pd.Series:
-        return mm[(mm.split == split) & (mm.slice == slice_) & (mm.slice_value == value) & (mm.metric == metric)].iloc[0]
-
-    sections = [_intended_use(run, info, chosen, cfg, policy), _data(d, info), _performance(d, model),
-                _envelope(mm, cfg.target_accuracy, policy), _deferral(mm, pol, d, model, policy),
-                _bias(mm, d, model, cfg.min_slice_n), _calibration(d, model, get, cfg.conformal_method, cfg.alpha),
-                _crossref()]
-    figures = {
-        "reliability": ChartSpec("reliability", f"{model}: reliability by skin-tone group, held-out clinic",
-                                 d["reliability_bins"][(d["reliability_bins"].model == model) &
-                                                      (d["reliability_bins"].split == "test") &
-                                                      (d["reliability_bins"].slice == "fitzpatrick_group") &
-                                                      (d["reliability_bins"].kind == "calibrated")]),
-        "risk_coverage": ChartSpec("risk_coverage", f"{model}: risk-coverage by skin-tone group",
-                                   d["risk_coverage"][(d["risk_coverage"].model == model) &
-                                                     (d["risk_coverage"].split == "test") &
-                                                     d["risk_coverage"].slice.isin(["overall", "fitzpatrick_group"])]),
-    }
-    slices = {f"{model}_{split}_{family.replace(' ', '')}": _slice_table(mm, split, family)
-              for split in ("test", "val") for family in sorted(set(mm["slice"]))}
+    sections = [_bottom_line(ctx), _intended_use(ctx, chosen), *reliability.page(ctx), *deferral.page(ctx),
+                *skin_tone.page(ctx), *safety.page(ctx)]
     simulated = " (simulated data: not clinical evidence)" if info["simulated"] else ""
-    return Document(f"Clinical handoff: {model}, run {run_id}{simulated}", model, sections, figures, slices)
+    footer = " | ".join([*(["SIMULATED DATA - not clinical evidence"] if info["simulated"] else []),
+                         f"run {run['run_id']}", f"finished {str(run.get('finished_at') or '')[:10]}",
+                         f"code {_code_version(run)}"])
+    return Document(f"Clinical handoff: skin-referral triage, {chosen.model}{simulated}", chosen.model, sections,
+                    _figures(ctx), _slices(ctx), footer, ctx.t)
 
 
-def _slice_table(mm: pd.DataFrame, split: str, family: str) -> pd.DataFrame:
-    t = mm[(mm.split == split) & (mm.slice == family) & mm.ci_low.notna()]
-    return t[["slice_value", "metric", "n", "value", "ci_low", "ci_high", "gap", "gap_low", "gap_high",
-              "gap_reference", "too_small", "flagged"]].sort_values(["metric", "slice_value"]).reset_index(drop=True)
+def _code_version(run: dict) -> str:
+    config = run["config"] if isinstance(run["config"], dict) else json.loads(run["config"])
+    return str(config.get("code_version", "unknown"))
 
 
-def _intended_use(run, info, chosen, cfg, policy) -> Section:
-    s = Section("Intended use")
-    s.p("This model helps clinicians triage skin referrals. It reads the skin photo and the referring clinician's "
-        "note and suggests one of: " + ", ".join(info["classes"]) + ". Every suggestion comes with a deferral score: "
-        "the estimated probability that a clinician should review it. Intended users are triage clinicians, who make "
-        "the decision; the model never acts alone.")
-    s.p("Out of scope: diagnosis, use without clinician review of deferred cases, patients or photo types unlike "
-        "the training clinics, and any use of results from simulated data as evidence about real patients.")
-    s.p(f"Identifiers: run {run['run_id']}, "
-        f"dataset {run['dataset']}, model {chosen.model}, held-out clinic {run['heldout_clinic']}, deferral policy {policy}.")
-    where = (f"clinic {cfg.val_clinic}, a training clinic kept out of training, so the figure estimates skill at "
-             f"a new clinic" if cfg.val_clinic else "patients of the training clinics (an in-distribution figure)")
-    s.p(f"How this model was chosen: among the run's {len(chosen.evidence)} models, the best macro F1 on the "
-        f"validation cases ({p3(chosen.estimate)}; {where}). The held-out clinic played no part in the choice.")
-    return s
-
-
-def _data(d, info) -> Section:
-    s = Section("Data and provenance")
-    if info["simulated"]:
-        s.p("The data are simulated (DermSynth): photos, notes, patients and clinics were generated by a program "
-            "with known, documented effects, including a planted loss of lesion contrast on darker skin. Results "
-            "show how the pipeline behaves; they say nothing about real patients and must not be used as clinical "
-            "evidence.")
-    else:
-        s.p("The data come from the manifest the team ingested; the store keeps its provenance.")
-    by = d["by"]
-    s.p(f"Cases: {info['n_cases']:,} accepted, {info['n_rejected']:,} rejected at ingest; "
-        f"{len(by['clinic'])} clinics, one of them held out entirely for testing.")
-    fitz = by["fitzpatrick"].assign(fitzpatrick=lambda t: t["fitzpatrick"].map(
-        lambda v: "unknown" if pd.isna(v) else str(int(v))))
-    s.table(fitz.rename(columns={"fitzpatrick": "Fitzpatrick type", "n": "cases"}), "Cases by Fitzpatrick skin type")
-    s.table(by["clinic"].rename(columns={"n": "cases"}), "Cases by clinic")
-    return s
-
-
-def _performance(d, model) -> Section:
-    s = Section("Performance on the held-out clinic")
-    m = d["metrics"]
+def _bottom_line(ctx: Context) -> Section:
+    """Page 1's box: what happens to 100 referrals at the new clinic and at the training clinics."""
+    t, s = ctx.t, Section("The bottom line")
+    hundred = t.fixed("100", "the unit of the bottom line")
     rows = []
-    for name in dict.fromkeys((model,) + BASELINES):  # the chosen model first, once
-        t = m[(m.model == name) & (m.split == "test")]
-        row = {"model": name, "macro F1": ci(t[(t.slice == "overall") & (t.metric == "macro_f1")].iloc[0])}
-        for _, r in t[t.metric == "category_accuracy"].iterrows():
-            row[r["slice_value"]] = ci(r)
-        rows.append(row)
-    s.table(pd.DataFrame(rows), "Macro F1 and accuracy per category, with 95% patient-bootstrap intervals")
-    comp = d["comparisons"]
-    for _, r in comp[(comp.model == model) & (comp.split == "test")].iterrows():
-        verdict = ("better than" if r["ci_low"] > 0 else "worse than" if r["ci_high"] < 0 else
-                   "not distinguishable from")
-        s.p(f"{model} is {verdict} {r['baseline']} on macro F1: difference {p3(r['value'])} "
-            f"({p3(r['ci_low'])} to {p3(r['ci_high'])}).")
+    for label, split, where in ((f"New clinic ({ctx.heldout}, never seen in training)", "test", "held-out clinic"),
+                                ("Training clinics (validation cases)", "val", "training clinics")):
+        pol, urgent = ctx.policy_row(split=split), ctx.count("urgent share", where)
+        if pol is None or urgent is None:
+            continue
+        defer, acc = t.factor("policies", pol, "defer_rate"), t.factor("policies", pol, "accepted_accuracy", True)
+        kept = t.factor("policies", pol, "defer_rate", True)
+        share, missed = t.factor("case_counts", urgent, "share"), t.factor("policies", pol, "missed_urgent_rate")
+        rows.append({"": label, "sent to a clinician": t.per100(defer), "decided by the model alone": t.per100(kept),
+                     "of those, wrong": t.per100(kept, acc), "urgent patients": t.per100(share),
+                     "urgent patients called non-urgent and not reviewed": t.per100(share, missed)})
+    s.table(pd.DataFrame(rows), f"Of {hundred} referrals, at the policy {POLICY_NAMES.get(ctx.policy, ctx.policy)}",
+            emphasis=True)
+    s.p(_verdict(ctx))
     return s
 
 
-def _envelope(mm, target: float, policy: str) -> Section:
-    s = Section("When the model is reliable")
-    s.p(f"Target: accuracy of at least {pct(target)} on the cases the model does not defer, at policy {policy}, "
-        "on the held-out clinic. A group is inside the envelope when the lower end of its interval reaches the "
-        "target, outside when the upper end stays below it, and undecided otherwise.")
-    acc = mm[(mm.split == "test") & (mm.metric == "accepted_accuracy") &
-             mm.slice.isin(["overall", "fitzpatrick_group", "clinic", "category"])]
-    inside = acc[acc.ci_low >= target]
-    outside = acc[acc.ci_high < target]
-    undecided = acc[~acc.index.isin(inside.index) & ~acc.index.isin(outside.index)]
-    for rows, words in ((inside, "Inside the envelope"), (outside, "Outside the envelope (every output needs review)"),
-                        (undecided, "Undecided (the interval straddles the target)")):
-        if len(rows):
-            s.p(f"{words}: " + "; ".join(f"{_name(r)} {ci(r)}" for _, r in rows.iterrows()) + ".")
-    if inside.empty:
-        s.p("No group is inside the envelope at this policy: the model should not be used without review there.")
+def _verdict(ctx: Context) -> str:
+    """The bottom line in words, chosen by whether the policy's promise held at the new clinic."""
+    t, cfg = ctx.t, ctx.cfg
+    new, val = ctx.policy_row(split="test"), ctx.policy_row(split="val")
+    target = t.config(cfg, "target_accuracy", "pct")
+    wrong_new = new["accepted_accuracy"] < cfg.target_accuracy
+    wrong_val = val is not None and val["accepted_accuracy"] < cfg.target_accuracy
+    acc_new = t.num("policies", new, "accepted_accuracy", "pct")
+    if wrong_new:
+        head = (f"Verdict: not ready for use at a new clinic without local validation. At {ctx.heldout} the model's "
+                f"own decisions were right {acc_new} of the time, below the {target} the training clinics were "
+                "promised")
+        head += (f" (at the training clinics: {t.num('policies', val, 'accepted_accuracy', 'pct')})."
+                 if val is not None else ".")
+        head += (" The model's decisions fell short at the training clinics too." if wrong_val else "")
+        return head + " Validate and recalibrate on the clinic's own labelled cases first (see Safety case)."
+    return (f"Verdict: at {ctx.heldout} the model's own decisions were right {acc_new} of the time, meeting the "
+            f"{target} target; validate on the clinic's own labelled cases before use all the same (see Safety case).")
+
+
+def _intended_use(ctx: Context, chosen) -> Section:
+    t, info, cfg = ctx.t, ctx.d["info"], ctx.cfg
+    s = Section("Intended use")
+    urgent = [c for c in info["classes"] if c in ctx.urgent]
+    s.p("Purpose: to help triage clinicians sort skin referrals. From the skin photo and the referring clinician's "
+        f"note the model suggests one of {t.constant('len(classes)', len(info['classes']), 'k')} categories: "
+        + ", ".join(info["classes"]) + (f" ({', '.join(urgent)} urgent)" if urgent else "")
+        + ". Each suggestion carries a deferral score, the estimated chance that a clinician should review it; "
+          "cases above the policy's threshold go to a clinician. A clinician decides every case the model defers, "
+          "and remains responsible for every case.")
+    s.p(f"Population: {_population(ctx)}")
+    s.table(_clinics(ctx), "Referrals by clinic and the part each played")
+    s.table(_categories(ctx), "The categories covered, with the model's sensitivity (share of each category's "
+                              "referrals suggested correctly)")
+    s.p("Do not use: for categories other than those above; for diagnosis or treatment decisions; without a "
+        "clinician reviewing deferred cases; at a clinic, camera or referral pathway that has not passed the local "
+        "validation of the Safety case. Photo requirements: one in-focus, evenly lit photo of the lesion with no "
+        "flash glare; "
+        "the note should describe the lesion (an empty note removes half of the model's evidence).")
+    where = (f"clinic {cfg.val_clinic}, a training clinic the models never trained on, so the figure estimates skill "
+             f"at a new clinic" if cfg.val_clinic else "patients of the training clinics (an in-distribution figure)")
+    test = ctx.metric("test", "overall", "all", "macro_f1")
+    val = ctx.metric("val", "overall", "all", "macro_f1")
+    s.p(f"How the model was chosen: of the run's {t.constant('len(models)', len(chosen.evidence), 'k')} models, "
+        f"the best macro F1 (balance of sensitivity and precision across categories) on {where}: "
+        f"{t.ci('metrics', val)}. The held-out clinic played no part in the choice; there the model reached "
+        f"{t.ci('metrics', test)}.")
     return s
 
 
-def _name(r) -> str:
-    return {"overall": "all patients", "fitzpatrick_group": f"skin types {r['slice_value']}",
-            "clinic": r["slice_value"], "category": f"true {r['slice_value']}"}[r["slice"]]
+def _categories(ctx: Context) -> pd.DataFrame:
+    t, rows = ctx.t, []
+    for c in ctx.d["info"]["classes"]:
+        n, val, new = ctx.count("label", c), ctx.metric("val", "category", c, "category_accuracy"), \
+            ctx.metric("test", "category", c, "category_accuracy")
+        rows.append({"category": c, "urgent": "yes" if c in ctx.urgent else "no",
+                     "referrals in the data": t.num("case_counts", n, "n", "int") if n is not None else "none",
+                     "sensitivity, training clinics": t.num("metrics", val, "value", "pct") if val is not None
+                     else "n/a",
+                     "sensitivity, new clinic": t.num("metrics", new, "value", "pct") if new is not None else "n/a"})
+    return pd.DataFrame(rows)
 
 
-def _deferral(mm, pol, d, model, policy) -> Section:
-    s = Section("Where deferral fires")
-    t = pol[pol.split == "test"]
-    overall = t[t.slice == "overall"].iloc[0]
-    s.p(f"At policy {policy} (threshold {p3(overall['threshold'])} on the deferral score), the model defers "
-        f"{pct(overall['defer_rate'])} of the held-out clinic's cases; accuracy on the rest is "
-        f"{pct(overall['accepted_accuracy'])}, and {pct(overall['missed_urgent_rate'])} of urgent cases are "
-        f"called non-urgent and not deferred.")
-    rows = t[["slice_value", "n", "defer_rate", "accepted_accuracy", "missed_urgent_rate"]].copy()
-    for c in ("defer_rate", "accepted_accuracy", "missed_urgent_rate"):
-        rows[c] = rows[c].map(pct)
-    s.table(rows.rename(columns={"slice_value": "group"}), "Deferral by skin-tone group (held-out clinic)")
-    cat = mm[(mm.split == "test") & (mm.slice == "category") & (mm.metric == "defer_rate")]
-    s.p("Deferral rate by true category: " + ", ".join(f"{r['slice_value']} {pct(r['value'])}"
-                                                      for _, r in cat.iterrows()) + ".")
-    def by_clinic(split: str) -> str:
-        rows = mm[(mm.split == split) & (mm.slice == "clinic") & (mm.metric == "defer_rate")]
-        return ", ".join(f"{r['slice_value']} {pct(r['value'])}" for _, r in rows.iterrows())
-    s.p(f"Deferral rate by training clinic (the held-out clinic is the table above): on the calibration cases "
-        f"(out of fold) {by_clinic('calib')}; on the validation cases {by_clinic('val')}.")
-    a = d["attributions"]
-    a = a[(a.model == model) & (a.method == "integrated_gradients")]
-    if len(a):
-        s.p(f"{len(a)} cases of this model were explained (the deferred and misclassified ones first); the "
-            "dashboard's Cases page shows each of them.")
-        s.figure("example", "One explained case: the photo, where Integrated Gradients and Occlusion found "
-                            "evidence, and the note's words (red for the suggested category, blue against).")
-    return s
+def _clinics(ctx: Context) -> pd.DataFrame:
+    t, counts, cfg = ctx.t, ctx.d["counts"], ctx.cfg
+    row, role = {"": "referrals"}, {"": "part"}
+    for _, r in counts[counts["by"] == "clinic"].iterrows():
+        row[r["value"]] = t.num("case_counts", r, "n", "int")
+        role[r["value"]] = ("held out: the new clinic" if r["value"] == ctx.heldout else
+                            "validation: chooses the model" if r["value"] == cfg.val_clinic else "training")
+    return pd.DataFrame([row, role])
 
 
-def _bias(mm, d, model, min_n: int) -> Section:
-    s = Section("Known biases by skin tone", new_page=True)
-    for name in dict.fromkeys((model, "image_only")):
-        m = d["metrics"]
-        g = m[(m.model == name) & (m.split == "test") & (m.slice == "fitzpatrick_group") & (m.metric == "accuracy")]
-        flagged = g[g.flagged]
-        small = g[g.too_small]
-        if len(flagged):
-            worst = flagged.sort_values("gap").iloc[0]
-            s.p(f"{name}: accuracy of {worst['slice_value']} is lower than {worst['gap_reference']} by "
-                f"{p3(-worst['gap'])} ({p3(-worst['gap_high'])} to {p3(-worst['gap_low'])}); the interval excludes "
-                f"zero, so this gap is unlikely to be chance.")
-        else:
-            s.p(f"{name}: no skin-tone group's accuracy gap to the best-served group has an interval that excludes "
-                f"zero; the data do not show a gap (which is not proof that none exists).")
-        if len(small):
-            s.p(f"{name}: too small to judge (fewer than {min_n} cases): " +
-                ", ".join(f"{r['slice_value']} (n={int(r['n'])})" for _, r in small.iterrows()) + ".")
-    fitz = d["by"]["fitzpatrick"].dropna(subset=["fitzpatrick"])
-    rare = fitz.sort_values("n")["fitzpatrick"].astype(int).head(2).tolist()
-    s.p(f"The least represented skin types in the data are types {' and '.join(map(str, sorted(rare)))} (counts in "
-        "Data and provenance): estimates for them rest on fewer patients, so their intervals are wider and a "
-        "real gap can go undetected.")
-    g = mm[(mm.split == "test") & (mm.slice == "fitzpatrick_group") & mm.metric.isin(["accuracy", "ece", "defer_rate"])]
-    table = g.assign(shown=g.apply(ci, axis=1)).pivot_table(index="slice_value", columns="metric", values="shown",
-                                                           aggfunc="first").reset_index()
-    s.table(table.rename(columns={"slice_value": "group"}), f"{model} by skin-tone group, held-out clinic")
-    s.figure("reliability", "Reliability by skin-tone group: predicted probability against observed accuracy.")
-    s.figure("risk_coverage", "Error rate of the cases kept as more are deferred, by skin-tone group.")
-    return s
+def _population(ctx: Context) -> str:
+    t, info = ctx.t, ctx.d["info"]
+    return (f"{t.num('case_counts', ctx.count('dataset', 'referrals'), 'n', 'int')} referrals from "
+            f"{t.num('case_counts', ctx.count('dataset', 'clinics'), 'n', 'int')} clinics, "
+            f"{ctx.heldout} held out entirely to test (skin-type mix under Known biases by skin tone). "
+            + ("The data are simulated (DermSynth): photos, notes and patients were generated by a program with "
+               "documented effects, including a loss of lesion contrast on darker skin. The figures show how the "
+               "pipeline behaves, not how it would perform on real patients." if info["simulated"] else
+               "The data come from the manifest the team ingested; the store keeps its provenance."))
 
 
-def _calibration(d, model, get, conformal_method: str, alpha: float) -> Section:
-    s = Section("Calibration under the new clinic, and monitoring", new_page=True)
-    cal = d["calibrators"].set_index("model")
-    before, after = get("test", "overall", "all", "ece_uncalibrated"), get("test", "overall", "all", "ece")
-    calib_before = get("calib", "overall", "all", "ece_uncalibrated")
-    calib_after = get("calib", "overall", "all", "ece")
-    s.p(f"Calibration ({cal.loc[model, 'method']}) was fitted on the training clinics. There it changed the "
-        f"expected calibration error from {p3(calib_before['value'])} to {p3(calib_after['value'])}. On the held-out "
-        f"clinic it is {p3(after['value'])} against {p3(before['value'])} before calibration: "
-        + ("calibration did not carry over to the new clinic." if after["value"] > before["value"] else
-           "calibration still helped at the new clinic."))
-    conf = d["conformal"]
-    c = conf[(conf.model == model) & (conf.split == "test") & (conf.method == conformal_method) &
-             (conf["mode"] == "mondrian")]
-    s.p(f"Prediction sets meant to contain the right category {pct(1 - alpha)} of the time did so "
-        f"at the new clinic for: " + ", ".join(f"{r['slice_value']} {pct(r['coverage'])}" for _, r in c.iterrows())
-        + ".")
-    s.p("After deployment, monitor monthly per skin-tone group and clinic: the deferral rate, the accuracy of "
-        "non-deferred cases on audited samples, and missed urgent cases. Recalibrate on local data when the "
-        "observed accuracy of non-deferred cases falls outside the intervals above, or when a new clinic, camera "
-        "or referral pattern is added.")
-    return s
+def _figures(ctx: Context) -> dict[str, ChartSpec]:
+    d, model = ctx.d, ctx.model
+    bins, rc = d["reliability_bins"], d["risk_coverage"]
+    pol = ctx.policy_row()
+    mine = bins[(bins.model == model) & (bins.slice == "overall") & (bins.kind == "calibrated")]
+    where = {"calib": "training clinics", "test": "new clinic"}
+    return {
+        "reliability_clinics": ChartSpec("reliability", "Reliability, training clinics against the new clinic",
+                                         mine[mine.split.isin(list(where))].assign(
+                                             slice_value=lambda f: f["split"].map(where))),
+        "reliability": ChartSpec("reliability", "Reliability by skin-tone group, new clinic",
+                                 bins[(bins.model == model) & (bins.split == "test") &
+                                      (bins.slice == "fitzpatrick_group") & (bins.kind == "calibrated")]),
+        "risk_coverage": ChartSpec("risk_coverage", "Error rate of the cases the model keeps, new clinic",
+                                   rc[(rc.model == model) & (rc.split == "test") &
+                                      rc.slice.isin(["overall", "fitzpatrick_group"])],
+                                   marker=1 - float(pol["defer_rate"])),
+    }
 
 
-def _crossref() -> Section:
-    s = Section("Model Card and TRIPOD+AI")
-    s.table(pd.DataFrame([
-        ("Intended use", "Intended use; out-of-scope uses", "Intended use and users; context"),
-        ("Data and provenance", "Training and evaluation data", "Data sources; participants; sample size"),
-        ("Performance on the held-out clinic", "Quantitative analyses", "Model performance with uncertainty"),
-        ("When the model is reliable; Where deferral fires", "Caveats and recommendations",
-         "Interpretation; use alongside clinicians"),
-        ("Known biases by skin tone", "Ethical considerations; disaggregated results", "Fairness; subgroups"),
-        ("Calibration under the new clinic, and monitoring", "Caveats and recommendations",
-         "Calibration; model updating and monitoring"),
-    ], columns=["section", "Model Card (Mitchell et al.)", "TRIPOD+AI topic"]), "Where each reporting item is covered")
-    return s
-
+def _slices(ctx: Context) -> dict[str, pd.DataFrame]:
+    mm = ctx.d["metrics"][ctx.d["metrics"].model == ctx.model]
+    out = {}
+    for split in ("test", "val"):
+        for family in sorted(set(mm["slice"])):
+            t = mm[(mm.split == split) & (mm.slice == family) & mm.ci_low.notna()]
+            out[f"{ctx.model}_{split}_{family.replace(' ', '')}"] = t[
+                ["slice_value", "metric", "n", "value", "ci_low", "ci_high", "gap", "gap_low", "gap_high",
+                 "gap_reference", "too_small", "flagged"]].sort_values(["metric", "slice_value"]).reset_index(drop=True)
+    return out

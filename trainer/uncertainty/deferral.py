@@ -21,6 +21,14 @@ from sklearn.preprocessing import StandardScaler
 SIGNALS = ("confidence", "margin", "entropy", "p_urgent", "text_image_tv", "text_image_disagree",
            "train_distance", "note_missing", "photo_sharpness", "photo_overexposed")
 MIN_EACH = 5  # right and wrong outputs each, below which the logistic model is not fitted
+# Why a case scores high, in words: the rule, or the group of signals that adds most to the
+# score's log-odds (``DeferralScorer.reasons``).
+RULE_OUT_REASON = "urgent not ruled out"
+REASONS = {"low confidence": ("confidence", "margin", "entropy", "p_urgent"),
+           "photo and note disagree": ("text_image_tv", "text_image_disagree"),
+           "unlike the training cases": ("train_distance",), "empty note": ("note_missing",),
+           "poor photo": ("photo_sharpness", "photo_overexposed")}
+NO_REASON = "no signal above average"
 
 
 def doubtful_rule_out(probs: np.ndarray, urgent: np.ndarray, urgent_doubt: float) -> np.ndarray:
@@ -73,6 +81,24 @@ class DeferralScorer:
         else:
             p_wrong = self.model_.predict_proba(signals.to_numpy())[:, 1]
         return np.where(np.asarray(rule_out, bool), 1.0, p_wrong)
+
+    def reasons(self, signals: pd.DataFrame, rule_out: np.ndarray) -> np.ndarray:
+        """(n,) the main reason of each case's score: ``RULE_OUT_REASON`` for a doubtful rule-out,
+        else the group of ``REASONS`` whose signals add most to the log-odds against an average
+        calib case (coefficient x standardised value, summed over the group); ``NO_REASON`` when
+        none adds anything (or when the score is the base rate, which reads no signal)."""
+        n = len(signals)
+        out = np.full(n, NO_REASON, dtype=object)
+        if self.model_ is not None:
+            scaler, lr = self.model_.named_steps["standardscaler"], self.model_.named_steps["logisticregression"]
+            part = scaler.transform(signals[list(SIGNALS)].to_numpy()) * lr.coef_[0]  # (n, signals) log-odds
+            cols = {name: i for i, name in enumerate(SIGNALS)}
+            by_group = np.stack([part[:, [cols[c] for c in group]].sum(1) for group in REASONS.values()], 1)
+            best = by_group.argmax(1)
+            named = by_group[np.arange(n), best] > 0
+            out[named] = np.asarray(list(REASONS), dtype=object)[best[named]]
+        out[np.asarray(rule_out, bool)] = RULE_OUT_REASON
+        return out
 
     @classmethod
     def from_params(cls, params: dict) -> "DeferralScorer":

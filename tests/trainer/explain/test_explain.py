@@ -175,7 +175,7 @@ def test_overlay_tints_where_the_heatmap_is_strong_and_notes_render_as_pixels():
     heat[0, 0], heat[15, 15] = 1.0, -1.0
     out = overlay_heatmap(photo, heat)
     assert out.shape == (32, 32, 3)
-    assert out[0, 0, 0] > 128 > out[0, 0, 2]  # supporting evidence: red
+    assert out[0, 0, 1] > 128 > out[0, 0, 2]  # supporting evidence: yellow
     assert out[31, 31, 2] > 128 > out[31, 31, 0]  # evidence against: blue
     assert (out[10:20, 10:20] == 128).all()  # no evidence: the photo as it was
     note = note_image(["<b>bleeding</b>", "for", "2wk"], [1.0, 0.0, -0.5])

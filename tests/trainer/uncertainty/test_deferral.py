@@ -139,3 +139,29 @@ def test_a_stored_deferral_scorer_scores_as_the_fitted_one():
     assert DeferralScorer.from_params(fitted.params()).params()["model"] == "base_rate"
     with pytest.raises(ValueError, match="signals"):
         DeferralScorer.from_params({**DeferralScorer().fit(signals, wrong, rule_out).params(), "signals": ["x"]})
+
+
+def test_a_case_is_deferred_for_the_signal_group_that_adds_most_to_its_log_odds():
+    """Against a scorer with known weights, a case that differs from the calib mean in one
+    signal alone is named by that signal's group; a doubtful rule-out by the rule."""
+    from trainer.uncertainty.deferral import NO_REASON, REASONS, RULE_OUT_REASON
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(400, len(SIGNALS))), columns=list(SIGNALS))
+    coef = {"confidence": -1.0, "train_distance": 1.5, "note_missing": 2.0, "photo_sharpness": -1.0}
+    logit = sum(w * x[c] for c, w in coef.items())
+    wrong = rng.random(400) < 1 / (1 + np.exp(-logit))
+    scorer = DeferralScorer(C=100).fit(x, wrong, np.zeros(400, bool))
+    mean = x.mean()
+    cases = pd.DataFrame([mean] * 5)
+    cases.loc[0, "train_distance"] += 3  # far from the training cases
+    cases.loc[1, "photo_sharpness"] -= 3  # blurred
+    cases.loc[2, "note_missing"] += 3
+    cases.loc[3, "confidence"] -= 3
+    cases.loc[4, "confidence"] += 3  # only lowers the score
+    got = scorer.reasons(cases, np.array([False] * 4 + [False]))
+    assert list(got) == ["unlike the training cases", "poor photo", "empty note", "low confidence", NO_REASON]
+    assert scorer.reasons(cases, np.array([True] + [False] * 4))[0] == RULE_OUT_REASON
+    assert set(got) <= set(REASONS) | {NO_REASON}
+    base = DeferralScorer().fit(x.iloc[:6], np.array([True] + [False] * 5), np.zeros(6, bool))
+    assert list(base.reasons(cases, np.zeros(5, bool))) == [NO_REASON] * 5  # the base rate reads no signal
