@@ -27,7 +27,7 @@ TABLES = ("metrics", "policies", "conformal", "calibrators", "comparisons", "rel
 
 def read_inputs(db, run_id: str, policy: str | None = None) -> dict:
     """Everything the document is built from: the run's tables, attributions, the held-out
-    clinic's learning curve, the run, its dataset, its settings, case counts (``counts``: by
+    clinic's learning curve, label-free shift report and corrections, the run, its dataset, its settings, case counts (``counts``: by
     a column, and the skin-tone mix and urgent share of the training and held-out clinics)
     and the held-out clinic's cases at ``policy`` with the reason each scores as it does."""
     with TriageStore(db, read_only=True) as store:
@@ -36,14 +36,41 @@ def read_inputs(db, run_id: str, policy: str | None = None) -> dict:
         out = {t: store.read_table(t, run_id) for t in TABLES}
         out["attributions"] = store.read_attributions(run_id)
         out["curve"] = store.read_curve(run_id, run["heldout_clinic"])
+        out["shift"] = store.read_shift(run_id, run["heldout_clinic"])
+        out["corrections"] = store.read_corrections(run_id, run["heldout_clinic"])
         out["by"] = {k: store.count_cases(run["dataset"], k) for k in ("clinic", "fitzpatrick", "label")}
         mix = store.count_cases(run["dataset"], ("clinic", "fitzpatrick", "label"))
+        out["control"] = control_run(store, info)
     cfg = run_config(run["config"])
     model = select_model(out["metrics"]).model
     out["counts"] = case_counts(mix, run["heldout_clinic"], _urgent(info))
     out["cases"] = deferral_cases(db, run_id, run["heldout_clinic"], model, policy or cfg.default_policy)
     out["reasons"] = deferral_reasons(out["cases"])
     return {**out, "run": run, "info": info, "config": cfg}
+
+
+def control_run(store: TriageStore, info: dict) -> dict | None:
+    """The newest complete run on a simulated dataset made like ``info``'s (same classes) but
+    with no planted skin-tone effect (its generator's ``tone_effect`` is 0): its run id,
+    dataset and metrics. None when there is none, or when ``info`` plants no effect."""
+    own = _generator(info)
+    if not info["simulated"] or not own.get("tone_effect"):
+        return None
+    runs = store.list_runs()
+    for _, r in runs[runs["status"] == "complete"].iterrows():  # newest first
+        other = store.read_dataset(r["dataset"])
+        if other["simulated"] and _generator(other).get("tone_effect") == 0 and \
+                list(other["classes"]) == list(info["classes"]):
+            return {"run_id": r["run_id"], "dataset": r["dataset"], "metrics": store.read_table("metrics", r["run_id"])}
+    return None
+
+
+def _generator(info: dict) -> dict:
+    """The simulator's settings from the dataset's sidecar (dataset.json beside its manifest); {} without one."""
+    try:
+        return json.loads((Path(info["manifest_path"]).parent / "dataset.json").read_text()).get("generator") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def _urgent(info: dict) -> list[str]:
@@ -112,7 +139,7 @@ def deferral_cases(db, run_id: str, clinic: str, model: str, policy: str) -> pd.
                          "urgent": urgent[cases.y], "missed": urgent[cases.y] & ~urgent[pred] & ~deferred})
 
 
-def example_figure(db, run_id: str, model: str):
+def example_figure(db, run_id: str, model: str, reasons: pd.Series | None = None):
     """The stored attribution of the model's most deferred explained case with a note, drawn,
     and its case id; (None, None) when there is none, (None, case id) when its photo is unreadable."""
     from data_store.images import load_rgb
@@ -130,8 +157,9 @@ def example_figure(db, run_id: str, model: str):
         simulated = " (simulated)" if store.read_dataset(run["dataset"])["simulated"] else ""
     pred = preds.loc[row["case_id"]]
     share = json.loads(row["modality_share"])
+    why = f" (main reason: {reasons[row['case_id']]})" if reasons is not None and row["case_id"] in reasons else ""
     title = (f"{model}, case {row['case_id']}{simulated}: suggested {row['target_class']}, true {pred['y_true']}, "
-             f"deferral score {pred['defer_score']:.2f}; photo {share['image']:.0%}, note {share['text']:.0%} "
+             f"deferral score {pred['defer_score']:.2f}{why}; photo {share['image']:.0%}, note {share['text']:.0%} "
              "of the attribution")
     try:
         figure = attribution_figure(lambda side: load_rgb(case["image_path"], side), row, occ, title)
@@ -170,8 +198,11 @@ def write_report(db, run_id: str, out: str | Path, policy: str | None = None) ->
 
 def _write(db, run_id: str, out: Path, policy: str | None) -> tuple[int, int]:
     (out / "slices").mkdir(parents=True, exist_ok=True)
-    doc = build(read_inputs(db, run_id, policy), policy)
-    paths = figures(doc, out, example_figure(db, run_id, doc.model)[0])
+    inputs = read_inputs(db, run_id, policy)
+    doc = build(inputs, policy)
+    cases = inputs["cases"]
+    reasons = cases.set_index("case_id")["reason"] if len(cases) else None
+    paths = figures(doc, out, example_figure(db, run_id, doc.model, reasons)[0])
     (out / "handoff.md").write_text(to_markdown(doc, paths))
     pages = to_pdf(doc, paths, out / "handoff.pdf")
     for name, table in doc.slices.items():

@@ -78,9 +78,8 @@ def _verdict(ctx: Context) -> str:
     acc_new = t.num("policies", new, "accepted_accuracy", "pct")
     if wrong_new:
         head = (f"Verdict: not ready for use at a new clinic without local validation. At {ctx.heldout} the model's "
-                f"own decisions were right {acc_new} of the time, below the {target} the training clinics were "
-                "promised")
-        head += (f" (at the training clinics: {t.num('policies', val, 'accepted_accuracy', 'pct')})."
+                f"own decisions were right {acc_new} of the time against a promise of {target}")
+        head += (f" ({t.num('policies', val, 'accepted_accuracy', 'pct')} at the training clinics)."
                  if val is not None else ".")
         head += (" The model's decisions fell short at the training clinics too." if wrong_val else "")
         return head + " Validate and recalibrate on the clinic's own labelled cases first (see Safety case)."

@@ -3,12 +3,36 @@ from __future__ import annotations
 
 import pandas as pd
 
+from trainer.evaluation.selection import select_model
 from trainer.report.context import GROUPS, Context, group_name
 from trainer.report.document import MIN_BIN, Section
 
 
 def page(ctx: Context) -> list[Section]:
-    return [_urgent(ctx), _table(ctx), _mix(ctx), _accuracy_gaps(ctx)]
+    return [_urgent(ctx), _table(ctx), _mix(ctx), _accuracy_gaps(ctx), *_control(ctx)]
+
+
+def _control(ctx: Context) -> list[Section]:
+    """The control run without the simulated skin-tone effect, only when the store holds one."""
+    control = ctx.d.get("control")
+    if not control:
+        return []
+    t, m = ctx.t, control["metrics"]
+    model = select_model(m).model
+    s = Section("Control: the same simulation without the skin-tone effect")
+    parts = []
+    for metric, words, form in (("missed_urgent_rate", "urgent patients missed", "pct"), ("accuracy", "accuracy",
+                                                                                          "p3")):
+        rows = m[(m.model == model) & (m.split == "test") & (m.slice == "fitzpatrick_group") & (m.metric == metric) &
+                 m.slice_value.isin(GROUPS) & m.value.notna()].sort_values("slice_value")
+        if len(rows):
+            parts.append(f"{words} " + ", ".join(f"{group_name(r['slice_value'])} "
+                                                 f"{t.num('control_metrics', r, 'value', form)}"
+                                                 for _, r in rows.iterrows()))
+    s.p(f"Run {control['run_id']} (dataset {control['dataset']}) was simulated the same way without the planted "
+        f"loss of lesion contrast on darker skin; its model {model}, chosen the same way, at its held-out clinic: "
+        + "; ".join(parts) + ". A gap that appears there too does not come from the planted effect.")
+    return [s]
 
 
 def _urgent(ctx: Context) -> Section:
@@ -16,8 +40,9 @@ def _urgent(ctx: Context) -> Section:
     s = Section("Known biases by skin tone", new_page=True)
     rows = ctx.metrics("test", "fitzpatrick_group", "missed_urgent_rate")
     rows = rows[rows["slice_value"].isin(GROUPS) & rows["value"].notna()]
-    if rows.empty:
-        s.p("The new clinic has no urgent cases in any skin-tone group, so missed urgent cases cannot be compared.")
+    if len(rows) < 2:
+        s.p("Fewer than two skin-tone groups have urgent cases at the new clinic, so missed urgent cases cannot be "
+            "compared between groups.")
         return s
     worst, best = rows.sort_values("value").iloc[-1], rows.sort_values("value").iloc[0]
     s.p(f"The gap that matters most: urgent patients called non-urgent and not reviewed, at the new clinic, "

@@ -17,10 +17,13 @@ from trainer.report.numbers import p3, pct
 # The columns that pick one row of each table the document reads.
 KEYS = {
     "metrics": ("model", "split", "slice", "slice_value", "metric"),
+    "control_metrics": ("model", "split", "slice", "slice_value", "metric"),  # of the control run
     "policies": ("model", "policy", "split", "slice", "slice_value"),
     "conformal": ("model", "split", "method", "mode", "slice_value"),
     "comparisons": ("model", "split", "baseline", "metric"),
     "adaptation_curve": ("model", "clinic", "select_method", "k", "metric", "slice", "slice_value"),
+    "shift": ("model", "clinic", "metric", "slice_value"),
+    "corrections": ("model", "clinic", "correction", "metric", "slice_value"),
     "case_counts": ("by", "value"),  # the dataset's cases, counted by a column (or by split and a column)
     "deferral_cases": ("model", "case_id"),  # the held-out clinic's cases as the run's rules see them
     "deferral_reasons": ("reason",),  # deferred cases counted by reason (and "missed urgent": not deferred)

@@ -17,7 +17,7 @@ import pandas as pd
 
 HERE = Path(__file__).parent / "default_run"
 FRAMES = ("metrics", "policies", "conformal", "calibrators", "comparisons", "reliability_bins", "risk_coverage",
-          "curve", "counts", "cases", "reasons")
+          "curve", "shift", "corrections", "counts", "cases", "reasons")
 
 
 def _plain(value):
@@ -52,6 +52,7 @@ def load(path: Path = HERE) -> dict:
     d["run"], d["info"] = meta["run"], meta["info"]
     d["config"] = run_config(d["run"]["config"])
     d["attributions"] = pd.DataFrame(columns=["model", "method"])
+    d["control"] = None  # the default store holds no control run
     return d
 
 

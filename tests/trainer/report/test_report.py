@@ -98,6 +98,8 @@ def _store_reader(db, run_id):
         run = store.read_run(run_id)
         tables = {t: store.read_table(t, run_id) for t in ("metrics", "policies", "conformal", "comparisons")}
         tables["adaptation_curve"] = store.read_curve(run_id)
+        tables["shift"] = store.read_shift(run_id)
+        tables["corrections"] = store.read_corrections(run_id)
         cases = store.read_cases(run["dataset"])
         urgent = list(store.read_dataset(run["dataset"])["urgent_classes"])
         preds = store.read_predictions(run_id)
@@ -177,7 +179,7 @@ def _check_trace(doc, d: dict, store_tables) -> None:
         values = [_value(s, d, store_tables, constants) for s in record.sources]
         expected = 100 * np.prod(values) if record.form == "per100" else values[0]
         assert FORMAT[record.form](expected) == record.text, record
-    text = _text(doc).replace(d["run"]["run_id"], "RUN")
+    text = re.sub(r"\d{8}-\d{6}-[\w-]+", "RUN", _text(doc))  # run ids (this run's, a control run's)
     written = {r.text for r in doc.trace.records}
     untraced = [n for n in NUMBER.findall(text) if n not in written]
     assert not untraced, untraced
@@ -319,3 +321,40 @@ def test_every_page_renders_with_text_and_a_footer(tmp_path):
         assert ink[-int(ink.shape[0] * 0.05):].any(), page.name  # the footer line
         body = np.flatnonzero(ink[: int(ink.shape[0] * 0.95)].any(1))  # rows with ink, the footer aside
         assert body.max() > 0.6 * ink.shape[0], page.name  # filled by its content, not broken early
+
+
+@pytest.fixture(scope="module")
+def with_control(quick_run, synth_store, tmp_path_factory):
+    """A copy of the quick run's store that also holds a control run: the tiny DermSynth
+    simulated without the skin-tone effect (two models, to keep it quick)."""
+    from data_store.synth.generate import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("control")
+    db = root / "triage.duckdb"
+    shutil.copy(synth_store, db)
+    generate(SynthConfig(n=240, seed=1, image_size=32, tone_effect=0.0), root / "tone0", workers=1)
+    with TriageStore(db) as store:
+        ingest(store, "tone0", root / "tone0" / "manifest.csv")
+    cfg = load_config(preset="quick", cache_dir=str(root / "cache"), models=("text_only", "image_only"))
+    return db, fit(db, "tone0", cfg, log=lambda m: None)
+
+
+def test_the_control_run_is_reported_only_when_the_store_holds_one(quick_run, with_control, inputs):
+    db, control_id = with_control
+    assert "Control:" not in _text(build(inputs))  # the fixture store holds none
+    d = read_inputs(db, quick_run["run_id"])
+    assert d["control"]["run_id"] == control_id
+    text = _paragraph(build(d), f"Run {control_id} (dataset tone0) was simulated the same way without")
+    assert "urgent patients missed" in text
+    with TriageStore(db, read_only=True) as store:
+        control = store.read_table("metrics", control_id)
+    reader = _store_reader(db, quick_run["run_id"])
+    _check_trace(build(d), d, store_tables=lambda name: control if name == "control_metrics" else reader(name))
+
+
+def test_label_free_corrections_are_judged_as_their_results_say():
+    d = default_run.load()
+    assert len(d["corrections"])  # the default run's shift report judged them
+    low = _text(build(_with(d, "corrections", lambda c: c["target"].notna(), after=0.0)))
+    high = _text(build(_with(d, "corrections", lambda c: c["target"].notna(), after=1.0)))
+    assert "None reached its promise" in low and "Each reached its promise here" in high
