@@ -137,7 +137,7 @@ class TriageStore(RunResults):
         """Case counts grouped by clinic, label or fitzpatrick (one, or a tuple of them)."""
         columns = (by,) if isinstance(by, str) else tuple(by)
         if not columns or not set(columns) <= _CASE_GROUPS:
-            raise ValueError(f"by must be among {sorted(_CASE_GROUPS)}, got {by!r}.")
+            raise ValueError(f"by must be one of {sorted(_CASE_GROUPS)} (or a tuple of them), got {by!r}.")
         cols = ", ".join(columns)
         return self.con.execute(
             f"SELECT {cols}, count(*) AS n FROM cases WHERE dataset = ? GROUP BY {cols} ORDER BY {cols}",

@@ -181,8 +181,11 @@ def _add_explain(sub) -> None:
 
 def _add_report(sub) -> None:
     r = sub.add_parser("report", help="write the clinical handoff document from the store",
-                       description="Write OUT/handoff.pdf (A4), OUT/handoff.md, their figures and OUT/slices/ "
-                                   "(every slice table as CSV and Markdown), every number read from the store.")
+                       description="Write OUT/handoff.pdf (A4: the bottom line per 100 referrals, when the model "
+                                   "is reliable, where deferral fires and why, the known biases by skin tone, the "
+                                   "safety case; five pages on a default run), OUT/handoff.md, their figures and "
+                                   "OUT/slices/ (every slice table as CSV and Markdown), every number read from the "
+                                   "store. The model is the one the run chose on its validation clinic.")
     _store_arg(r)
     r.add_argument("--run", required=True, help="run_id")
     r.add_argument("--out", required=True, help="output folder")

@@ -80,7 +80,7 @@ def figures(doc: Document, out: Path, example: Image.Image | None) -> dict[str, 
 
 
 def to_markdown(doc: Document, paths: dict[str, Path]) -> str:
-    lines = [f"# {doc.title}", ""]
+    lines = [f"# {doc.title}", "", f"*{doc.footer}*", ""] if doc.footer else [f"# {doc.title}", ""]
     for section in doc.sections:
         lines += [f"## {section.title}", ""]
         for block in section.blocks:

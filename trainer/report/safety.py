@@ -139,7 +139,7 @@ def _without_labels(ctx: Context) -> str:
     for correction, (metric, words) in LABEL_FREE.items():
         rows = c[(c["model"] == ctx.model) & (c["correction"] == correction) & (c["metric"] == metric) &
                  (c["slice_value"] == "all")] if len(c) else c
-        if rows.empty or pd.isna(rows.iloc[0]["target"]):
+        if rows.empty or rows.iloc[0][["before", "after", "target"]].isna().any():
             continue
         r = rows.iloc[0]
         parts.append(f"{words} {t.num('corrections', r, 'before', 'pct')} to {t.num('corrections', r, 'after', 'pct')}"

@@ -178,7 +178,7 @@ def _check_trace(doc, d: dict, store_tables) -> None:
             continue
         values = [_value(s, d, store_tables, constants) for s in record.sources]
         expected = 100 * np.prod(values) if record.form == "per100" else values[0]
-        assert FORMAT[record.form](expected) == record.text, record
+        assert ("n/a" if pd.isna(expected) else FORMAT[record.form](expected)) == record.text, record
     text = re.sub(r"\d{8}-\d{6}-[\w-]+", "RUN", _text(doc))  # run ids (this run's, a control run's)
     written = {r.text for r in doc.trace.records}
     untraced = [n for n in NUMBER.findall(text) if n not in written]
