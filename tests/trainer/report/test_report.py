@@ -12,20 +12,17 @@ import pytest
 from data_store.ingest import ingest
 from data_store.store import TriageStore
 from tests.trainer.report import default_run
+from tests.trainer.report.trace_check import check_trace, store_reader, text_of
 from trainer.__main__ import main
 from trainer.commands.fit import fit
 from trainer.commands.report import read_inputs
 from trainer.config import load_config
-from trainer.evaluation.adaptation import CURVE_DRAWS, ECE_TARGET, TOLERANCE, smallest_k
-from trainer.report import safety
 from trainer.report.content import build
-from trainer.report.document import MIN_BIN, Paragraph, Table
+from trainer.report.document import Paragraph, Table
 from trainer.report.render import figures, to_pdf
 
 PAGES = ("The bottom line", "When the model is reliable", "Where deferral fires", "Known biases by skin tone",
          "Safety case")
-FIXED = {"the unit of the bottom line": "100", "the level of every interval": "95%"}
-NUMBER = re.compile(r"(?<![\w.\-=])-?\d[\d,]*(?:\.\d+)?%?(?![\w])|(?<==)\d+")
 
 
 def _pages(pdf) -> int:
@@ -63,7 +60,7 @@ def test_the_default_size_fixture_lays_out_on_exactly_five_pages(tmp_path):
     assert to_pdf(doc, figures(doc, tmp_path, None), tmp_path / "handoff.pdf") == 5
     assert [s.title for s in doc.sections if s.new_page or s is doc.sections[0]] == list(PAGES)
     names = {"case_counts": "counts", "deferral_cases": "cases", "adaptation_curve": "curve"}
-    _check_trace(doc, d, store_tables=lambda name: d[names.get(name, name)])
+    check_trace(doc, d, store_tables=lambda name: d[names.get(name, name)])
 
 
 def test_a_tiny_store_gives_four_to_six_pages_with_every_page_s_material(report):
@@ -83,107 +80,13 @@ def test_three_classes_one_urgent_give_four_to_six_pages_and_traced_numbers(thre
     assert 4 <= _pages(tmp_path / "out" / "handoff.pdf") <= 6
     d = read_inputs(db, run_id)
     doc = build(d)
-    assert "3 categories: urgent, routine, primary_care (urgent urgent)" in _text(doc)
-    _check_trace(doc, d, store_tables=_store_reader(db, run_id))
+    assert "3 categories: urgent, routine, primary_care (urgent urgent)" in text_of(doc)
+    check_trace(doc, d, store_tables=store_reader(db, run_id))
 
 
 def test_every_number_is_traced_to_its_store_row_and_column(quick_run, synth_store):
     d = read_inputs(synth_store, quick_run["run_id"])
-    _check_trace(build(d), d, store_tables=_store_reader(synth_store, quick_run["run_id"]))
-
-
-def _store_reader(db, run_id):
-    """Each table the document cites, read again from the store by this test's own code."""
-    with TriageStore(db, read_only=True) as store:
-        run = store.read_run(run_id)
-        tables = {t: store.read_table(t, run_id) for t in ("metrics", "policies", "conformal", "comparisons")}
-        tables["adaptation_curve"] = store.read_curve(run_id)
-        tables["shift"] = store.read_shift(run_id)
-        tables["corrections"] = store.read_corrections(run_id)
-        cases = store.read_cases(run["dataset"])
-        urgent = list(store.read_dataset(run["dataset"])["urgent_classes"])
-        preds = store.read_predictions(run_id)
-    held = cases["clinic"] == run["heldout_clinic"]
-    group = cases["fitzpatrick"].map({1: "I-II", 2: "I-II", 3: "III-IV", 4: "III-IV", 5: "V-VI", 6: "V-VI"})
-    roman = cases["fitzpatrick"].map({1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"})
-    rows = [("dataset", "referrals", len(cases), 1.0), ("dataset", "clinics", cases["clinic"].nunique(), 1.0)]
-    for by, values in (("fitzpatrick", roman.fillna("unknown")), ("clinic", cases["clinic"]),
-                       ("label", cases["label"])):
-        rows += [(by, v, n, n / len(cases)) for v, n in values.value_counts().items()]
-    for where, mask in (("training clinics", ~held), ("held-out clinic", held)):
-        g, types = group[mask].fillna("unknown"), roman[mask].fillna("unknown")
-        rows += [(f"skin-tone group at the {where}", v, n, n / mask.sum()) for v, n in g.value_counts().items()]
-        rows += [(f"skin type at the {where}", v, n, n / mask.sum()) for v, n in types.value_counts().items()]
-        n_urgent = cases.loc[mask, "label"].isin(urgent).sum()
-        rows.append(("urgent share", where, n_urgent, n_urgent / mask.sum()))
-    tables["case_counts"] = pd.DataFrame(rows, columns=["by", "value", "n", "share"])
-    tables["deferral_cases"] = preds[preds["split"] == "test"]  # replayed scores must equal the stored ones
-    return lambda name: tables[name]
-
-
-def _text(doc) -> str:
-    texts = [b.text if isinstance(b, Paragraph) else b.caption for s in doc.sections for b in s.blocks
-             if isinstance(b, (Paragraph, Table))]
-    texts += [" ".join(map(str, row)) for s in doc.sections for b in s.blocks if isinstance(b, Table)
-              for row in [b.frame.columns, *b.frame.astype(str).itertuples(index=False)]]
-    return " ".join(texts)
-
-
-FORMAT = {"p3": lambda x: f"{x:.3f}", "pct": lambda x: f"{100 * x:.1f}%", "int": lambda x: f"{int(x):,}",
-          "k": lambda x: str(int(x)), "neg": lambda x: f"{-x:.3f}", "per100": lambda x: f"{x:.0f}"}
-
-
-def _constants(d: dict) -> dict:
-    m = d["metrics"]
-    curve = d["curve"]
-    first = smallest_k(curve[curve["select_method"] == "random"]) if len(curve) else {}
-    out = {"len(classes)": len(d["info"]["classes"]), "MIN_BIN": MIN_BIN, "CURVE_DRAWS": CURVE_DRAWS,
-           "ECE_TARGET": ECE_TARGET, "TOLERANCE urgent": TOLERANCE["urgent_caught"][0],
-           "TOLERANCE accuracy": TOLERANCE["accepted_accuracy"], "AUDIT_SAMPLE": safety.AUDIT_SAMPLE,
-           "DEFER_DRIFT": safety.DEFER_DRIFT,
-           "len(models)": int(((m.split == "val") & (m.slice == "overall") & (m.metric == "macro_f1")).sum()),
-           "largest smallest k": max([k for k in first.values() if pd.notna(k)], default=None)}
-    return out | {f"smallest k: {name}": k for name, k in first.items()}
-
-
-def _value(source, d, store_tables, constants):
-    key = dict(source.key)
-    if source.table == "config":
-        value = getattr(d["config"], key["field"])
-    elif source.table == "constant":
-        value = constants[key["name"]]
-    elif source.table == "deferral_reasons":
-        cases = d["cases"]
-        if key["reason"] == "missed urgent":
-            value = {"n": cases["missed"].sum()}[source.column]
-        else:
-            deferred = cases[cases["deferred"]]
-            n = (deferred["reason"] == key["reason"]).sum()
-            value = {"n": n, "share": n / len(deferred)}[source.column]
-    else:
-        frame = store_tables(source.table)
-        rows = frame[np.logical_and.reduce([frame[c].astype(str) == str(v) for c, v in key.items()])]
-        assert len(rows) == 1, (source, len(rows))
-        value = rows[source.column].iloc[0]
-    return 1 - value if source.complement else value
-
-
-def _check_trace(doc, d: dict, store_tables) -> None:
-    """Each number the document writes reads back, from the row and column its trace names,
-    as the same text; the text holds no number without a trace."""
-    constants = _constants(d)
-    for record in doc.trace.records:
-        if record.form == "fixed":
-            assert FIXED[dict(record.sources[0].key)["why"]] == record.text
-            continue
-        values = [_value(s, d, store_tables, constants) for s in record.sources]
-        expected = 100 * np.prod(values) if record.form == "per100" else values[0]
-        assert ("n/a" if pd.isna(expected) else FORMAT[record.form](expected)) == record.text, record
-    text = re.sub(r"\d{8}-\d{6}-[\w-]+", "RUN", _text(doc))  # run ids (this run's, a control run's)
-    written = {r.text for r in doc.trace.records}
-    untraced = [n for n in NUMBER.findall(text) if n not in written]
-    assert not untraced, untraced
-    assert all(r.text in text for r in doc.trace.records)
+    check_trace(build(d), d, store_tables=store_reader(synth_store, quick_run["run_id"]))
 
 
 def test_the_document_is_about_the_model_chosen_on_val_whatever_test_says(quick_run, synth_store):
@@ -194,7 +97,7 @@ def test_the_document_is_about_the_model_chosen_on_val_whatever_test_says(quick_
     other = next(name for name in f1.index if name != f1.idxmax())  # the best on test by far: no change
     d["metrics"] = m.assign(value=m["value"].where(~((m.split == "test") & (m.model == other)), 1.0))
     assert build(d).model == f1.idxmax()
-    assert "the best macro F1" in _text(build(d)) and "played no part in the choice" in _text(build(d))
+    assert "the best macro F1" in text_of(build(d)) and "played no part in the choice" in text_of(build(d))
 
 
 def test_the_markdown_holds_every_paragraph_and_table_of_the_document(report, quick_run, synth_store):
@@ -236,8 +139,8 @@ def _paragraph(doc, start: str) -> str:
 
 def test_the_verdict_follows_the_accuracy_of_the_kept_cases(inputs):
     rows = lambda p: p.split == "test"  # noqa: E731
-    assert "not ready for use at a new clinic" in _text(build(_with(inputs, "policies", rows, accepted_accuracy=0.5)))
-    ready = _text(build(_with(inputs, "policies", rows, accepted_accuracy=0.99)))
+    assert "not ready for use at a new clinic" in text_of(build(_with(inputs, "policies", rows, accepted_accuracy=0.5)))
+    ready = text_of(build(_with(inputs, "policies", rows, accepted_accuracy=0.99)))
     assert "meeting the" in ready and "not ready" not in ready
 
 
@@ -247,8 +150,8 @@ def test_the_urgent_gap_is_called_chance_or_not_as_its_interval_says(inputs):
     d = _with(d, "metrics", lambda m: rows(m) & (m.slice_value == "V-VI"), value=0.4, ci_low=0.3, ci_high=0.5)
     d = _with(d, "metrics", lambda m: rows(m) & (m.slice_value == "I-II"), value=0.1, ci_low=0.05, ci_high=0.15)
     d = _with(d, "metrics", lambda m: rows(m) & (m.slice_value == "III-IV"), value=0.2, ci_low=0.1, ci_high=0.3)
-    assert "the data do not show a difference" in _text(build(d))
-    flagged = _text(build(_with(d, "metrics", lambda m: rows(m) & (m.slice_value == "V-VI"), flagged=True)))
+    assert "the data do not show a difference" in text_of(build(d))
+    flagged = text_of(build(_with(d, "metrics", lambda m: rows(m) & (m.slice_value == "V-VI"), flagged=True)))
     assert "skin types V-VI 40.0% (30.0% to 50.0%) against skin types I-II" in flagged
     assert "unlikely to be chance" in flagged
 
@@ -258,7 +161,7 @@ def test_calibration_carried_over_or_not_as_the_ece_says(inputs):
     raw = lambda m: (m.split == "test") & (m.slice == "overall") & (m.metric == "ece_uncalibrated")  # noqa: E731
     worse = _with(_with(inputs, "metrics", ece, value=0.2), "metrics", raw, value=0.1)
     better = _with(_with(inputs, "metrics", ece, value=0.05), "metrics", raw, value=0.1)
-    assert "did not carry over" in _text(build(worse)) and "still helped" in _text(build(better))
+    assert "did not carry over" in text_of(build(worse)) and "still helped" in text_of(build(better))
 
 
 def test_deferral_is_said_to_catch_most_errors_or_fewer_than_half(inputs):
@@ -266,7 +169,7 @@ def test_deferral_is_said_to_catch_most_errors_or_fewer_than_half(inputs):
     pol = lambda p: p.split == "test"  # noqa: E731
     few = _with(_with(inputs, "metrics", acc, value=0.7), "policies", pol, defer_rate=0.1, accepted_accuracy=0.72)
     most = _with(_with(inputs, "metrics", acc, value=0.7), "policies", pol, defer_rate=0.4, accepted_accuracy=0.95)
-    assert "fewer than half of the errors" in _text(build(few)) and "catches most" in _text(build(most))
+    assert "fewer than half of the errors" in text_of(build(few)) and "catches most" in text_of(build(most))
 
 
 def test_small_groups_are_called_too_small_and_no_gap_is_claimed_without_evidence(report):
@@ -280,7 +183,7 @@ def test_a_flagged_gap_is_stated_with_its_interval(inputs):
                      (m.metric == "accuracy") & (m.slice_value == "V-VI"))
     d = _with(inputs, "metrics", row, gap=-0.2, gap_low=-0.3, gap_high=-0.1, gap_reference="I-II", flagged=True,
               too_small=False, n=300)
-    text = _text(build(d))
+    text = text_of(build(d))
     assert "image_only: accuracy of skin types V-VI is lower than skin types I-II by 0.200 (0.100 to 0.300)" in text
 
 
@@ -298,7 +201,7 @@ def test_the_fixture_holds_no_note_or_patient_identifier():
 
 
 def test_a_document_without_a_stored_curve_says_how_to_make_one(inputs):
-    text = _text(build({**inputs, "curve": inputs["curve"].iloc[:0]}))
+    text = text_of(build({**inputs, "curve": inputs["curve"].iloc[:0]}))
     assert "No learning curve is stored" in text and "adapt" in text
 
 
@@ -341,20 +244,20 @@ def with_control(quick_run, synth_store, tmp_path_factory):
 
 def test_the_control_run_is_reported_only_when_the_store_holds_one(quick_run, with_control, inputs):
     db, control_id = with_control
-    assert "Control:" not in _text(build(inputs))  # the fixture store holds none
+    assert "Control:" not in text_of(build(inputs))  # the fixture store holds none
     d = read_inputs(db, quick_run["run_id"])
     assert d["control"]["run_id"] == control_id
     text = _paragraph(build(d), f"Run {control_id} (dataset tone0) was simulated the same way without")
     assert "urgent patients missed" in text
     with TriageStore(db, read_only=True) as store:
         control = store.read_table("metrics", control_id)
-    reader = _store_reader(db, quick_run["run_id"])
-    _check_trace(build(d), d, store_tables=lambda name: control if name == "control_metrics" else reader(name))
+    reader = store_reader(db, quick_run["run_id"])
+    check_trace(build(d), d, store_tables=lambda name: control if name == "control_metrics" else reader(name))
 
 
 def test_label_free_corrections_are_judged_as_their_results_say():
     d = default_run.load()
     assert len(d["corrections"])  # the default run's shift report judged them
-    low = _text(build(_with(d, "corrections", lambda c: c["target"].notna(), after=0.0)))
-    high = _text(build(_with(d, "corrections", lambda c: c["target"].notna(), after=1.0)))
+    low = text_of(build(_with(d, "corrections", lambda c: c["target"].notna(), after=0.0)))
+    high = text_of(build(_with(d, "corrections", lambda c: c["target"].notna(), after=1.0)))
     assert "None reached its promise" in low and "Each reached its promise here" in high
