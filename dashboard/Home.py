@@ -72,3 +72,15 @@ metrics = queries.run_table(path, version, run_id, "metrics", slice="overall")
 st.markdown("**Held-out clinic (test split)**: value (95% patient-bootstrap interval); deferral at the "
             "run's default policy.")
 st.dataframe(tables.headline(metrics), width="stretch")
+
+chosen = tables.chosen_model(metrics[metrics["split"] == "val"])
+policy = queries.default_policy(run)
+stored = queries.run_table(path, version, run_id, "policies", model=chosen, policy=policy, split="calib",
+                           slice="overall")
+if len(stored):
+    urgent = queries.urgent_classes(path, version, run["dataset"])
+    points = queries.operating_points(path, version, run_id, chosen, "test", urgent)
+    view = points.at(float(stored["threshold"].iloc[0]), tables.group_thresholds(stored).get(policy, {}))
+    st.markdown(f"**In plain numbers**, the run's choice ({ui.plain(chosen)}, chosen on val) at its default policy "
+                f"({ui.plain(policy)}) on the held-out clinic: " + tables.plain_words(tables.per_hundred(view).iloc[0]))
+

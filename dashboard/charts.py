@@ -40,7 +40,7 @@ def reliability(df: pd.DataFrame, title: str, colour: str = "kind") -> alt.Chart
     lines = alt.Chart(df, title=title).mark_line(point=True).encode(
         x=alt.X("confidence:Q", title="predicted probability", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("accuracy:Q", title="observed frequency", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color(f"{colour}:N", title=None),
+        color=alt.Color(f"{colour}:N", title=None, scale=alt.Scale(range=OKABE_ITO)),
         tooltip=["bin:Q", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "n:Q"])
     return (diagonal + lines).properties(height=300)
 
@@ -57,10 +57,12 @@ def risk_coverage(df: pd.DataFrame, coverage: float | None, title: str) -> alt.C
 
 
 def confusion(df: pd.DataFrame, title: str) -> alt.Chart:
-    """Heatmap of counts: columns true, predicted, n."""
-    base = alt.Chart(df, title=title).encode(x=alt.X("predicted:N", sort=None), y=alt.Y("true:N", sort=None))
-    return (base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues")))
-            + base.mark_text().encode(text="n:Q")).properties(height=220)
+    """Heatmap of counts: columns true, predicted, n. Each cell has a fixed step, so every row
+    and label shows (a discrete axis cannot stretch to a container: Vega drops fit sizes)."""
+    base = alt.Chart(df, title=title).encode(x=alt.X("predicted:N", sort=None, axis=alt.Axis(labelAngle=-30)),
+                                             y=alt.Y("true:N", sort=None))
+    return (base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues"), title="cases"))
+            + base.mark_text(fontSize=13).encode(text="n:Q")).properties(height=alt.Step(48), width=alt.Step(120))
 
 
 def probabilities(df: pd.DataFrame) -> alt.Chart:

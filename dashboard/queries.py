@@ -151,6 +151,12 @@ def save_policy(path: str, run_id: str, model: str, name: str, rows: pd.DataFram
         store.write_policy(run_id, model, name, rows)
 
 
+def delete_policy(path: str, run_id: str, model: str, name: str) -> None:
+    with TriageStore(path) as store:
+        store.delete_policy(run_id, model, name)
+
+
 __all__ = ["StoreError", "db_path", "store_version", "datasets", "dataset_summary", "is_simulated", "urgent_classes",
            "default_policy", "runs", "unfinished_runs", "run_table", "predictions", "case", "attributions",
-           "operating_points", "explain_now", "build_handoff", "new_clinic", "variants", "save_policy"]
+           "operating_points", "explain_now", "build_handoff", "new_clinic", "variants", "save_policy",
+           "delete_policy"]

@@ -93,6 +93,87 @@ def policy_thresholds(policies: pd.DataFrame) -> dict[str, float]:
     return {r.policy: float(r.threshold) for r in policies.itertuples() if pd.notna(r.threshold)}
 
 
+def group_thresholds(policies: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The per-skin-tone-group thresholds of the stored group policies ({} for the others)."""
+    return {r.policy: {g: float(t) for g, t in _params(r.params).get("thresholds", {}).items()}
+            for r in policies.itertuples()}
+
+
+def saved_policies(policies: pd.DataFrame) -> list[str]:
+    """The policies a team saved from this page (not fitted by posthoc)."""
+    return sorted(r.policy for r in policies.itertuples() if _params(r.params).get("saved_from") == "dashboard")
+
+
+def _params(value) -> dict:
+    return value if isinstance(value, dict) else json.loads(value) if isinstance(value, str) and value else {}
+
+
+# A stored policy's promise: the parameter it keeps, the column it is judged on, and the direction.
+PROMISES = {"budget": ("review at most {:.1%}", "defer_rate", "at most"),
+            "target_accuracy": ("{:.1%} right when kept", "accepted_accuracy", "at least"),
+            "urgent_sensitivity_floor": ("{:.1%} of urgent caught", "missed_urgent_rate", "miss at most")}
+
+
+def policy_promises(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each stored policy's promise beside what it achieved on the rows' split (overall rows of
+    ``policies``): reviewed, right when kept, urgent missed, and whether the promise held."""
+    out = []
+    for r in rows.sort_values("policy").itertuples():
+        params = _params(r.params)
+        key = next((k for k in PROMISES if k in params), None)
+        if key is None:
+            promise = ("a threshold chosen by hand" if params.get("saved_from") else
+                       "defer when unsure between categories" if "alpha" in params else "see its description")
+            held = ""
+        else:
+            words, column, direction = PROMISES[key]
+            goal = params[key] if key != "urgent_sensitivity_floor" else 1 - params[key]
+            value = getattr(r, column)
+            ok = value >= goal - 1e-9 if direction == "at least" else value <= goal + 1e-9
+            promise, held = words.format(params[key]), ("kept" if ok else "broken") if pd.notna(value) else "n/a"
+        out.append({"policy": r.policy, "promise": promise, "reviewed": r.defer_rate,
+                    "right when kept": r.accepted_accuracy, "urgent missed": r.missed_urgent_rate,
+                    "promise held": held})
+    return pd.DataFrame(out)
+
+
+READABLE = {"n": "cases", "deferred": "reviews", "urgent": "urgent cases", "defer_rate": "reviewed",
+            "coverage": "kept", "accepted_accuracy": "right when kept", "missed_urgent_rate": "urgent missed"}
+READABLE_PERCENT = {name: "{:.1%}" for name in ("reviewed", "kept", "right when kept", "urgent missed")}
+
+
+def readable(view: pd.DataFrame) -> pd.DataFrame:
+    """An operating point's columns under short, plain names (formatted by ``READABLE_PERCENT``)."""
+    return view.rename(columns=READABLE)
+
+
+def per_hundred(view: pd.DataFrame) -> pd.DataFrame:
+    """Per group of an operating point (``OperatingPoints.at``): of 100 referrals, how many go to
+    a clinician, are decided automatically, are wrong among those, are urgent, and are urgent
+    patients called non-urgent and not reviewed."""
+    v = view
+    kept = 100 * (1 - v["defer_rate"])
+    urgent = 100 * v["urgent"] / v["n"]
+    return pd.DataFrame({"group": v["slice_value"], "cases": v["n"], "to a clinician": 100 * v["defer_rate"],
+                         "decided automatically": kept,
+                         "wrong among those": (kept * (1 - v["accepted_accuracy"])).where(kept > 0, 0.0),
+                         "urgent": urgent,
+                         "urgent not reviewed": (urgent * v["missed_urgent_rate"]).where(urgent > 0, 0.0)})
+
+
+def plain_words(row: pd.Series) -> str:
+    """One row of ``per_hundred`` in words."""
+    return (f"Of 100 referrals, {row['to a clinician']:.0f} go to a clinician; of the "
+            f"{row['decided automatically']:.0f} decided automatically, {row['wrong among those']:.0f} are wrong; "
+            f"of {row['urgent']:.0f} urgent patients, {row['urgent not reviewed']:.0f} are called non-urgent and "
+            "not reviewed.")
+
+
+def clinician_hours(defer_rate: float, cases_per_day: int, minutes_per_review: float) -> float:
+    """Clinician hours a day the deferred cases take."""
+    return cases_per_day * defer_rate * minutes_per_review / 60
+
+
 def operating_point(view: pd.DataFrame) -> tuple[pd.Series, dict[str, pd.DataFrame]]:
     """The overall row of ``OperatingPoints.at`` and, per family, its groups for display."""
     families = {f: view[view.slice == f].drop(columns="slice").rename(columns={"slice_value": "group"})

@@ -28,6 +28,14 @@ class RunResults:
                         f"SELECT ?, ?, ?, {', '.join(columns)} FROM new_policy", [run_id, model, policy])
             con.unregister("new_policy")
 
+    def delete_policy(self, run_id: str, model: str, policy: str) -> None:
+        """Remove a policy a team saved by name; a fitted policy cannot be removed (posthoc owns it)."""
+        if policy in FITTED_POLICIES:
+            raise ValueError(f"{policy!r} is fitted by posthoc and cannot be deleted; only saved policies can.")
+        with self.transaction():
+            self.con.execute("DELETE FROM policies WHERE run_id = ? AND model = ? AND policy = ?",
+                             [run_id, model, policy])
+
     # ---- attributions -------------------------------------------------------------
     def write_attributions(self, rows: pd.DataFrame) -> None:
         """Insert or replace attribution rows (keyed by run, model, case and method) in one transaction."""

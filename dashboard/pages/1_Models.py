@@ -33,4 +33,4 @@ st.subheader("Confusion matrix")
 model = ui.model_picker(where=st, variants=queries.variants(page.path, page.version, run.run_id))
 preds = queries.predictions(page.path, page.version, run.run_id)
 st.altair_chart(charts.confusion(tables.confusion(preds, model, split, list(run["classes"])),
-                                 f"{model} on {split}: rows true, columns predicted"), width="stretch")
+                                 f"{model} on {split}: rows true, columns predicted"), width="content")

@@ -84,6 +84,91 @@ def test_deferral_page_saves_a_named_policy(env):
         assert len(store.read_table("policies", env["run_id"], policy="meeting 2026-11-28")) == len(saved)
 
 
+def _stored_policy(env, policy: str, split: str, model: str = "late_fusion"):
+    with TriageStore(env["store"], read_only=True) as store:
+        rows = store.read_table("policies", env["run_id"], model=model, policy=policy, split=split)
+    return rows[rows.slice == "overall"].iloc[0]
+
+
+@pytest.mark.parametrize("policy", ["equal_group_accuracy", "urgent_sensitivity"])
+def test_a_picked_policy_shows_what_the_policy_table_says_group_thresholds_included(env, policy):
+    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    at.selectbox(key="deferral.policy").set_value(policy).run()
+    assert not at.exception
+    stored = _stored_policy(env, policy, "test")
+    shown = {x.label: x.value for x in at.metric}
+    assert shown["Deferral rate"] == f"{stored['defer_rate']:.1%}"  # per-group thresholds applied, as fitted
+    assert shown["Accuracy when not deferred"] == f"{stored['accepted_accuracy']:.1%}"
+    at.slider(key="deferral.threshold").set_value(0.9).run()  # a move leaves the policy
+    assert at.selectbox(key="deferral.policy").value == "(keep the slider)" and not at.info
+
+
+def test_deferral_page_says_per_100_referrals_what_the_predictions_say(env):
+    p = env["preds"]
+    p = p[(p.model == "late_fusion") & (p.split == "test")]
+    scores = p["defer_score"].to_numpy()
+    threshold = float(np.ceil(np.median(scores[scores < 1]) * 200) / 200)  # on the slider's 0.005 grid
+    deferred = scores >= threshold
+    assert 0 < deferred.mean() < 1  # a threshold that both defers and keeps
+    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    at.slider(key="deferral.threshold").set_value(threshold).run()
+    wrong = (p["y_pred"] != p["y_true"]).to_numpy()
+    urgent = p["y_true"].isin(["emergency", "urgent_cancer"]).to_numpy()
+    missed = urgent & ~p["y_pred"].isin(["emergency", "urgent_cancer"]).to_numpy() & ~deferred
+    n = len(p)
+    words = (f"Of 100 referrals, {100 * deferred.mean():.0f} go to a clinician; of the {100 * (~deferred).mean():.0f}"
+             f" decided automatically, {100 * (wrong & ~deferred).sum() / n:.0f} are wrong; of "
+             f"{100 * urgent.mean():.0f} urgent patients, {100 * missed.sum() / n:.0f} are called non-urgent and not "
+             "reviewed.")
+    assert words in [m.value for m in at.markdown]
+    hours = [m.value for m in at.markdown if "clinician hours a day" in m.value][0]
+    assert f"**{100 * deferred.mean() * 5 / 60:.1f} clinician hours a day**" in hours  # 100 a day, 5 minutes each
+
+
+def test_each_stored_policy_shows_its_promise_beside_its_result(env):
+    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    promises = next(d.value for d in at.dataframe if "promise" in d.value.columns).set_index("policy")
+    for policy in ("review_budget", "target_accuracy", "urgent_sensitivity"):
+        stored = _stored_policy(env, policy, "test")
+        assert promises.loc[policy, "reviewed"] == pytest.approx(stored["defer_rate"])
+        assert promises.loc[policy, "urgent missed"] == pytest.approx(stored["missed_urgent_rate"], nan_ok=True)
+    budget = _stored_policy(env, "review_budget", "test")
+    assert promises.loc["review_budget", "promise"] == "review at most 20.0%"
+    assert promises.loc["review_budget", "promise held"] == ("kept" if budget["defer_rate"] <= 0.2 else "broken")
+
+
+def test_an_empty_name_is_refused_and_a_saved_policy_can_be_deleted(env):
+    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
+    at.button[0].click().run()  # save with no name
+    assert "Give the policy a name first." in [e.value for e in at.error]
+    at.text_input(key="deferral.name").input("to delete")
+    at.button[0].click().run()
+    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
+    assert "to delete (saved)" in at.selectbox(key="deferral.policy").options
+    at.selectbox(key="deferral.delete_name").set_value("to delete")
+    at.button[1].click().run()
+    assert not at.exception
+    with TriageStore(env["store"], read_only=True) as store:
+        assert store.read_table("policies", env["run_id"], policy="to delete").empty
+
+
+def test_home_says_per_100_referrals_what_the_chosen_model_does_at_the_default_policy(env):
+    home = AppTest.from_file(str(PAGES.parent / "Home.py"), default_timeout=120)
+    home.query_params["run"] = env["run_id"]
+    home.run()
+    m = env["metrics"]
+    val = m[(m.split == "val") & (m.slice == "overall") & (m.metric == "macro_f1")]
+    chosen = val.sort_values(["value", "model"], ascending=[False, True])["model"].iloc[0]
+    stored = _stored_policy(env, "review_budget", "test", model=chosen)
+    p = env["preds"]
+    p = p[(p.model == chosen) & (p.split == "test")]
+    deferred = p["defer_score"].to_numpy() >= stored["threshold"]
+    assert deferred.mean() == pytest.approx(stored["defer_rate"])  # the stored policy, replayed
+    text = next(x.value for x in home.markdown if x.value.startswith("**In plain numbers**"))
+    assert f"({chosen}, chosen on val)" in text
+    assert f"Of 100 referrals, {100 * deferred.mean():.0f} go to a clinician" in text
+
+
 def test_slices_page_table_matches_the_store(env):
     at = _page("4_Slices.py", env["store"], env["run_id"], model="image_only", split="test",
                slice="fitzpatrick_group", metric="accuracy").run()

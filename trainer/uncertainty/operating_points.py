@@ -27,9 +27,10 @@ class OperatingPoints:
         stats = np.column_stack([np.ones(len(score)), np.asarray(correct, float)[order],
                                  np.asarray(urgent_true, float)[order],
                                  (np.asarray(urgent_true, bool) & ~np.asarray(flagged_urgent, bool))[order]])
+        self.stats = stats  # (n, 4) per case in score order: 1, correct, urgent, missable
+        self.labels = {family: np.asarray(labels, dtype=object)[order] for family, labels in groups.items()}
         self.parts = [("overall", "all", self._cumulate(self.score, stats))]
-        for family, labels in groups.items():
-            labels = np.asarray(labels, dtype=object)[order]
+        for family, labels in self.labels.items():
             for value in sorted(set(labels), key=str):
                 m = labels == value
                 self.parts.append((family, str(value), self._cumulate(self.score[m], stats[m])))
@@ -39,19 +40,36 @@ class OperatingPoints:
         # cum[k] = sums over the k lowest scores (the cases kept when k are kept)
         return score, np.vstack([np.zeros(stats.shape[1]), np.cumsum(stats, 0)])
 
-    def at(self, threshold: float) -> pd.DataFrame:
-        """One row per group: n, deferred, defer_rate, coverage, accepted_accuracy,
-        missed_urgent_rate (urgent cases called non-urgent and not deferred / urgent cases)."""
+    def at(self, threshold: float, per_group: dict[str, float] | None = None,
+           family: str = "fitzpatrick_group") -> pd.DataFrame:
+        """One row per group: n, deferred, urgent (cases whose true class is urgent), defer_rate, coverage,
+        accepted_accuracy,
+        missed_urgent_rate (urgent cases called non-urgent and not deferred / urgent cases).
+        ``per_group``: thresholds of a group policy ({group of ``family``: threshold}; a group
+        without one uses ``threshold``), as ``replay.decide`` applies them; one pass over the
+        cases instead of a binary search."""
+        if per_group:
+            limit = np.array([per_group.get(g, threshold) for g in self.labels[family]], dtype=float)
+            kept = self.score < limit
+            masks = [("overall", "all", np.ones(len(kept), bool))] + [
+                (f, str(v), labels == v) for f, labels in self.labels.items() for v in sorted(set(labels), key=str)]
+            return pd.DataFrame([_row(f, v, self.stats[m].sum(0), self.stats[m & kept].sum(0))
+                                 for f, v, m in masks])
         rows = []
-        for family, value, (score, cum) in self.parts:
-            kept = int(np.searchsorted(score, threshold, side="left"))  # scores below the threshold are kept
-            n, correct, urgent, missable = cum[-1]
-            k_n, k_correct, _, k_missed = cum[kept]
-            rows.append({"slice": family, "slice_value": value, "n": int(n), "deferred": int(n - k_n),
-                         "defer_rate": (n - k_n) / n if n else np.nan, "coverage": k_n / n if n else np.nan,
-                         "accepted_accuracy": k_correct / k_n if k_n else np.nan,
-                         "missed_urgent_rate": k_missed / urgent if urgent else np.nan})
+        for fam, value, (score, cum) in self.parts:
+            k = int(np.searchsorted(score, threshold, side="left"))  # scores below the threshold are kept
+            rows.append(_row(fam, value, cum[-1], cum[k]))
         return pd.DataFrame(rows)
+
+
+def _row(family: str, value: str, total: np.ndarray, kept: np.ndarray) -> dict:
+    """The operating point of one group from its sums over all cases and over the kept ones."""
+    n, _, urgent, _ = total
+    k_n, k_correct, _, k_missed = kept
+    return {"slice": family, "slice_value": value, "n": int(n), "deferred": int(n - k_n), "urgent": int(urgent),
+            "defer_rate": (n - k_n) / n if n else np.nan, "coverage": k_n / n if n else np.nan,
+            "accepted_accuracy": k_correct / k_n if k_n else np.nan,
+            "missed_urgent_rate": k_missed / urgent if urgent else np.nan}
 
 
 def from_predictions(preds: pd.DataFrame, urgent_classes) -> OperatingPoints:

@@ -50,7 +50,7 @@ def three_classes(synth_dir, tmp_path_factory):
     db = root / "triage.duckdb"
     with TriageStore(db) as store:
         ingest(store, "three", root / "manifest.csv")
-    cfg = load_config(preset="quick", cache_dir=str(root / "cache"))
+    cfg = load_config(preset="quick", cache_dir=str(root / "cache"), models=("text_only", "image_only", "late_fusion"))
     return db, fit(db, "three", cfg, log=lambda m: None)
 
 

@@ -123,6 +123,30 @@ def test_operating_points_match_a_direct_count_at_every_threshold():
             assert row["missed_urgent_rate"] == pytest.approx(missed)
 
 
+def test_group_thresholds_decide_each_case_by_its_group_as_the_replay_does():
+    """A group policy's operating point (one threshold per skin-tone group) against
+    ``replay.decide`` on every case, for every group and clinic."""
+    from trainer.posthoc.replay import decide
+    from trainer.uncertainty.operating_points import OperatingPoints
+
+    rng = np.random.default_rng(8)
+    n = 2000
+    score = np.round(rng.random(n), 2)
+    correct, urgent_true, flagged = rng.random(n) < 0.7, rng.random(n) < 0.3, rng.random(n) < 0.3
+    tone, clinic = rng.choice(["I-II", "III-IV", "V-VI", "unknown"], n), rng.choice(["a", "b"], n)
+    points = OperatingPoints(score, correct, urgent_true, flagged, {"fitzpatrick_group": tone, "clinic": clinic})
+    per_group = {"I-II": 0.6, "III-IV": 0.3, "V-VI": 0.1}  # unknown: the overall threshold
+    deferred = decide((0.45, per_group), score, tone)
+    view = points.at(0.45, per_group).set_index(["slice", "slice_value"])
+    for (family, value), row in view.iterrows():
+        m = np.ones(n, bool) if family == "overall" else (tone if family == "fitzpatrick_group" else clinic) == value
+        assert row["deferred"] == deferred[m].sum() and row["n"] == m.sum()
+        assert row["accepted_accuracy"] == pytest.approx(correct[m & ~deferred].mean())
+        missed = (urgent_true & ~flagged & ~deferred)[m].sum() / urgent_true[m].sum()
+        assert row["missed_urgent_rate"] == pytest.approx(missed)
+    pd.testing.assert_frame_equal(points.at(0.45, {}), points.at(0.45))  # no groups: the one threshold
+
+
 def test_a_stored_deferral_scorer_scores_as_the_fitted_one():
     """What ``predict`` rebuilds from a run's ``deferral_scorers`` row gives the fitted scores."""
     import json
