@@ -49,7 +49,7 @@ def risk_coverage(df: pd.DataFrame, coverage: float | None, title: str) -> alt.C
     """Error rate among kept cases against coverage, per group, with the current operating point."""
     lines = alt.Chart(df, title=title).mark_line().encode(
         x=alt.X("coverage:Q", title="coverage (share not deferred)"), y=alt.Y("risk:Q", title="error rate of kept"),
-        color=alt.Color("slice_value:N", title=None))
+        color=alt.Color("slice_value:N", title=None, scale=alt.Scale(range=OKABE_ITO)))
     if coverage is None:
         return lines.properties(height=300)
     rule = alt.Chart(pd.DataFrame({"coverage": [coverage]})).mark_rule(color="black").encode(x="coverage:Q")

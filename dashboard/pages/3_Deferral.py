@@ -81,11 +81,10 @@ minutes = right.number_input("Minutes a clinician spends on a review", min_value
 hours = tables.clinician_hours(float(overall.defer_rate), int(per_day), float(minutes))
 st.markdown(f"At {per_day:,} referrals a day this is **{hours:.1f} clinician hours a day**.")
 
-left, right = st.columns(2)
-for col, family, title in ((left, "fitzpatrick_group", "By skin-tone group"), (right, "clinic", "By clinic")):
-    col.markdown(f"**{title}**")
+for family, title in (("fitzpatrick_group", "By skin-tone group"), ("clinic", "By clinic")):
+    st.markdown(f"**{title}**")  # full width: every column shows whole
     shown = tables.readable(by_family[family])
-    col.dataframe(shown.style.format(tables.READABLE_PERCENT, na_rep="n/a"), hide_index=True, width="stretch")
+    st.dataframe(shown.style.format(tables.READABLE_PERCENT, na_rep="n/a"), hide_index=True, width="stretch")
 
 st.subheader(f"The stored policies on {split}: promise against result")
 achieved = queries.run_table(path, version, run.run_id, "policies", model=model, split=split, slice="overall")

@@ -50,7 +50,7 @@ def three_classes(synth_dir, tmp_path_factory):
     db = root / "triage.duckdb"
     with TriageStore(db) as store:
         ingest(store, "three", root / "manifest.csv")
-    cfg = load_config(preset="quick", cache_dir=str(root / "cache"), models=("text_only", "image_only", "late_fusion"))
+    cfg = load_config(preset="quick", cache_dir=str(root / "cache"), models=("text_only", "image_only"))
     return db, fit(db, "three", cfg, log=lambda m: None)
 
 
@@ -229,7 +229,7 @@ def test_every_page_renders_with_text_and_a_footer(tmp_path):
 @pytest.fixture(scope="module")
 def with_control(quick_run, synth_store, tmp_path_factory):
     """A copy of the quick run's store that also holds a control run: the tiny DermSynth
-    simulated without the skin-tone effect (two models, to keep it quick)."""
+    simulated without the skin-tone effect (one model, to keep it quick)."""
     from data_store.synth.generate import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("control")
@@ -238,7 +238,7 @@ def with_control(quick_run, synth_store, tmp_path_factory):
     generate(SynthConfig(n=240, seed=1, image_size=32, tone_effect=0.0), root / "tone0", workers=1)
     with TriageStore(db) as store:
         ingest(store, "tone0", root / "tone0" / "manifest.csv")
-    cfg = load_config(preset="quick", cache_dir=str(root / "cache"), models=("text_only", "image_only"))
+    cfg = load_config(preset="quick", cache_dir=str(root / "cache"), models=("text_only",))
     return db, fit(db, "tone0", cfg, log=lambda m: None)
 
 
