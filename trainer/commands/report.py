@@ -27,9 +27,10 @@ TABLES = ("metrics", "policies", "conformal", "calibrators", "comparisons", "rel
 
 def read_inputs(db, run_id: str, policy: str | None = None) -> dict:
     """Everything the document is built from: the run's tables, attributions, the held-out
-    clinic's learning curve, label-free shift report and corrections, the run, its dataset, its settings, case counts (``counts``: by
-    a column, and the skin-tone mix and urgent share of the training and held-out clinics)
-    and the held-out clinic's cases at ``policy`` with the reason each scores as it does."""
+    clinic's learning curve, label-free shift report and corrections, the run, its dataset,
+    its settings, case counts (``counts``: by a column, and the skin-tone mix and urgent share
+    of the training and held-out clinics), the held-out clinic's cases at ``policy`` with the
+    reason each scores as it does, and a control run without the skin-tone effect (or None)."""
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
         info = store.read_dataset(run["dataset"])
@@ -115,10 +116,10 @@ def deferral_reasons(cases: pd.DataFrame) -> pd.DataFrame:
 
 
 def deferral_cases(db, run_id: str, clinic: str, model: str, policy: str) -> pd.DataFrame:
-    """The held-out ``clinic``'s cases as ``model``'s rules see them, at ``policy``: model, case_id, y_true,
-    y_pred, group, defer_score, deferred, reason (why the score is what it is), urgent (true
-    class urgent), missed (urgent, called non-urgent and not deferred). Empty when the policy
-    is not stored or the clinic's cases cannot be replayed."""
+    """The held-out ``clinic``'s cases as ``model``'s rules see them, at ``policy``: model,
+    case_id, y_true, y_pred, group, defer_score, deferred, reason (why the score is what it
+    is), urgent (true class urgent), missed (urgent, called non-urgent and not deferred).
+    Empty when the policy is not stored or the clinic's cases cannot be replayed."""
     from trainer.commands.adapt import AdaptError, clinic_cases
     from trainer.posthoc.replay import rule_outputs
 
