@@ -60,8 +60,8 @@ def _skill(ctx: Context) -> Section:
             row[f"sensitivity {r['slice_value']}"] = t.num("metrics", r, "value", "pct")
         rows.append(row)
     s.table(pd.DataFrame(rows), f"Macro F1 ({ctx.level} interval) and, at the new clinic, sensitivity per true "
-                                "category "
-                                "(share of its cases suggested correctly)")
+                                "category (share of its cases suggested correctly). text_only reads only the note, "
+                                "image_only only the photo; the others read both")
     comp = d["comparisons"]
     for _, r in comp[(comp.model == ctx.model) & (comp.split == "test")].iterrows():
         verdict = ("better than" if r["ci_low"] > 0 else "worse than" if r["ci_high"] < 0 else
