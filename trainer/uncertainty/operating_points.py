@@ -42,9 +42,9 @@ class OperatingPoints:
 
     def at(self, threshold: float, per_group: dict[str, float] | None = None,
            family: str = "fitzpatrick_group") -> pd.DataFrame:
-        """One row per group: n, deferred, urgent (cases whose true class is urgent), defer_rate, coverage,
-        accepted_accuracy,
-        missed_urgent_rate (urgent cases called non-urgent and not deferred / urgent cases).
+        """One row per group: n, deferred, urgent (cases whose true class is urgent), defer_rate,
+        coverage, accepted_accuracy, missed_urgent_rate (urgent cases called non-urgent and not
+        deferred / urgent cases).
         ``per_group``: thresholds of a group policy ({group of ``family``: threshold}; a group
         without one uses ``threshold``), as ``replay.decide`` applies them; one pass over the
         cases instead of a binary search."""
