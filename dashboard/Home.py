@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `streamlit ru
 
 import streamlit as st  # noqa: E402
 
-from dashboard import charts, queries, tables, ui  # noqa: E402
+from dashboard import charts, deferral_tables as dt, queries, tables, ui, words  # noqa: E402
 
 path, version = ui.page_start("Skin triage: multimodal model audit")
 datasets = ui.read_or_stop(queries.datasets, path, version)
@@ -71,16 +71,21 @@ st.caption(f"Dataset {ui.plain(run['dataset'])}, held-out clinic {ui.plain(run['
 metrics = queries.run_table(path, version, run_id, "metrics", slice="overall")
 st.markdown("**Held-out clinic (test split)**: value (95% patient-bootstrap interval); deferral at the "
             "run's default policy.")
-st.dataframe(tables.headline(metrics), width="stretch")
+st.dataframe(words.columns(tables.headline(metrics)), width="stretch")
 
 chosen = tables.chosen_model(metrics[metrics["split"] == "val"])
+miss = tables.overall(metrics[metrics["split"] == "test"], "missed_urgent_rate")
+st.markdown(f"**The run's choice: {ui.plain(chosen)}**, the best macro F1 on the validation clinic (val), never on "
+            f"the held-out clinic. At the held-out clinic it misses {tables.value_of(miss, chosen, 'missed_urgent_rate')}"
+            " of urgent patients (called non-urgent and not reviewed, at the default policy).")
 policy = queries.default_policy(run)
 stored = queries.run_table(path, version, run_id, "policies", model=chosen, policy=policy, split="calib",
                            slice="overall")
 if len(stored):
     urgent = queries.urgent_classes(path, version, run["dataset"])
     points = queries.operating_points(path, version, run_id, chosen, "test", urgent)
-    view = points.at(float(stored["threshold"].iloc[0]), tables.group_thresholds(stored).get(policy, {}))
-    st.markdown(f"**In plain numbers**, the run's choice ({ui.plain(chosen)}, chosen on val) at its default policy "
-                f"({ui.plain(policy)}) on the held-out clinic: " + tables.plain_words(tables.per_hundred(view).iloc[0]))
-
+    view = points.at(float(stored["threshold"].iloc[0]), dt.group_thresholds(stored).get(policy, {}))
+    st.markdown(f"**In plain numbers**, {ui.plain(chosen)} at its default policy ({ui.plain(policy)}) on the "
+                "held-out clinic: " + dt.plain_words(dt.per_hundred(view).iloc[0]))
+ui.glossary("macro F1", "calibration error (ECE)", "reviewed", "right when kept", "urgent missed", "95% interval",
+            "splits")

@@ -16,33 +16,39 @@ def count_bars(df: pd.DataFrame, category: str, title: str, sort: str = "count")
             .encode(y=alt.Y(f"{category}:N", sort=order, title=None),
                     x=alt.X("n:Q", title="cases"),
                     tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip("n:Q", format=",")])
-            .properties(height=alt.Step(22)))
+            .properties(height=22 * max(len(df), 1)))  # a number, not alt.Step: the chart stretches to its column
 
 
 def interval_bars(df: pd.DataFrame, y: str, title: str, x_title: str = "value") -> alt.Chart:
     """Points with 95% interval bars: columns ``y``, value, ci_low, ci_high (and too_small, flagged)."""
     base = alt.Chart(df, title=title).encode(y=alt.Y(f"{y}:N", title=None, sort=None))
-    bars = base.mark_rule().encode(x=alt.X("ci_low:Q", title=x_title), x2="ci_high:Q")
+    bars = base.mark_rule().encode(x=alt.X("ci_low:Q", title=x_title, scale=alt.Scale(zero=False)), x2="ci_high:Q")
     colour = alt.condition("datum.flagged", alt.value("#c0392b"), alt.value("#2c3e50")) if "flagged" in df else \
         alt.value("#2c3e50")
     points = base.mark_point(filled=True, size=60).encode(
         x="value:Q", color=colour,
         tooltip=[alt.Tooltip(f"{y}:N")] + [alt.Tooltip(f"{c}:Q", format=".3f") for c in ("value", "ci_low", "ci_high")
                                           if c in df] + ([alt.Tooltip("n:Q")] if "n" in df else []))
-    return (bars + points).properties(height=alt.Step(24))
+    return (bars + points).properties(height=24 * max(df[y].nunique(), 1))
 
 
-def reliability(df: pd.DataFrame, title: str, colour: str = "kind") -> alt.Chart:
-    """Reliability diagram from stored bins: mean confidence against observed frequency."""
-    df = df[df["n"] > 0]
+def reliability(df: pd.DataFrame, title: str, colour: str = "kind", min_bin: int = 10) -> alt.Chart:
+    """Reliability diagram from stored bins: mean confidence against observed frequency. Each
+    point is sized by its cases; bins under ``min_bin`` cases are faded and left off the line
+    (one or two cases swing between 0 and 1)."""
+    df = df[df["n"] > 0].assign(enough=lambda d: d["n"] >= min_bin)
     diagonal = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="gray").encode(
         x="x:Q", y="y:Q")
-    lines = alt.Chart(df, title=title).mark_line(point=True).encode(
+    base = alt.Chart(df, title=title).encode(
         x=alt.X("confidence:Q", title="predicted probability", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("accuracy:Q", title="observed frequency", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color(f"{colour}:N", title=None, scale=alt.Scale(range=OKABE_ITO)),
+        color=alt.Color(f"{colour}:N", title=None, scale=alt.Scale(range=OKABE_ITO)))
+    line = base.transform_filter("datum.enough").mark_line()
+    points = base.mark_circle().encode(
+        size=alt.Size("n:Q", title="cases in bin", scale=alt.Scale(range=[15, 300])),
+        opacity=alt.condition("datum.enough", alt.value(0.9), alt.value(0.25)),
         tooltip=["bin:Q", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "n:Q"])
-    return (diagonal + lines).properties(height=300)
+    return (diagonal + line + points).properties(height=300)
 
 
 def risk_coverage(df: pd.DataFrame, coverage: float | None, title: str) -> alt.Chart:
@@ -57,17 +63,18 @@ def risk_coverage(df: pd.DataFrame, coverage: float | None, title: str) -> alt.C
 
 
 def confusion(df: pd.DataFrame, title: str) -> alt.Chart:
-    """Heatmap of counts: columns true, predicted, n. Each cell has a fixed step, so every row
-    and label shows (a discrete axis cannot stretch to a container: Vega drops fit sizes)."""
+    """Heatmap of counts: columns true, predicted, n. Each cell has a fixed size, so every row
+    and label shows; the size is a number (Vega drops fit sizes on a discrete step and warns)."""
+    k = max(df["true"].nunique(), 1)
     base = alt.Chart(df, title=title).encode(x=alt.X("predicted:N", sort=None, axis=alt.Axis(labelAngle=-30)),
                                              y=alt.Y("true:N", sort=None))
     return (base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues"), title="cases"))
-            + base.mark_text(fontSize=13).encode(text="n:Q")).properties(height=alt.Step(48), width=alt.Step(120))
+            + base.mark_text(fontSize=13).encode(text="n:Q")).properties(height=44 * k, width=100 * k)
 
 
 def probabilities(df: pd.DataFrame) -> alt.Chart:
     return alt.Chart(df).mark_bar().encode(x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
-                                           y=alt.Y("class:N", sort=None, title=None)).properties(height=alt.Step(22))
+                                           y=alt.Y("class:N", sort=None, title=None)).properties(height=22 * len(df))
 
 
 def learning_curve(df: pd.DataFrame, title: str) -> alt.Chart:
@@ -85,3 +92,17 @@ def learning_curve(df: pd.DataFrame, title: str) -> alt.Chart:
     target = alt.Chart(df.dropna(subset=["target"]).drop_duplicates("target")).mark_rule(
         strokeDash=[6, 4], color="black").encode(y="target:Q")
     return (line + band + target).properties(height=220)  # the line first: its marks make the legend
+
+
+def heatmap(df: pd.DataFrame, value: str, title: str, fmt: str = ".0%") -> alt.Chart:
+    """Skin type x category cells of ``value`` (columns fitzpatrick, category, split, n),
+    one panel per split; cells under 30 cases faded, the value and n in each cell."""
+    base = alt.Chart(df).encode(x=alt.X("category:N", title=None, axis=alt.Axis(labelAngle=-30)),
+                                y=alt.Y("fitzpatrick:N", title="Fitzpatrick type", sort=None))
+    cells = base.mark_rect().encode(
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues"), legend=alt.Legend(format=fmt), title=None),
+        opacity=alt.condition("datum.n >= 30", alt.value(1.0), alt.value(0.3)),
+        tooltip=["split:N", "fitzpatrick:N", "category:N", alt.Tooltip(f"{value}:Q", format=fmt), "n:Q"])
+    text = base.mark_text(fontSize=11).encode(text=alt.Text("label:N"))
+    return (cells + text).properties(width=alt.Step(90), height=alt.Step(34)).facet(
+        column=alt.Column("split:N", title=None, sort=None), title=title)

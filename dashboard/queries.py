@@ -112,22 +112,34 @@ def operating_points(path: str, version: float | None, run_id: str, model: str, 
     return from_predictions(preds[(preds.model == model) & (preds.split == split)], urgent)
 
 
-def explain_now(path: str, run_id: str, model: str, case_id: str) -> pd.DataFrame:
-    """Compute a case's attributions on demand (imports torch only now) and store them."""
+@st.cache_data(show_spinner=False)
+def case_reasons(path: str, version: float | None, run_id: str, model: str, split: str) -> pd.DataFrame:
+    """Why each case scores what it does on the deferral score, in words (the run's rules
+    replayed on its stored predictions; empty for an adapted variant)."""
+    from trainer.posthoc.case_reasons import case_reasons as reasons
+
+    return reasons(path, run_id, model, split)
+
+
+def explain_now(path: str, run_id: str, model: str, case_id: str, target: str | None = None) -> pd.DataFrame:
+    """Compute a case's attributions on demand (imports torch only now): stored for its
+    predicted class, returned without storing for another ``target`` class."""
     from trainer.commands.explain import explain_case
 
-    return explain_case(path, run_id, model, case_id)
+    return explain_case(path, run_id, model, case_id, target=target)
 
 
-def build_handoff(path: str, run_id: str) -> tuple[dict, dict[str, bytes]]:
-    """Write the run's handoff document into a temporary folder (imports the writer only
-    now); returns write_report's summary and the bytes of handoff.pdf and handoff.md."""
+def build_handoff(path: str, run_id: str, model: str | None = None,
+                  policy: str | None = None) -> tuple[dict, dict[str, bytes]]:
+    """Write the run's handoff document for ``model`` at ``policy`` into a temporary folder
+    (imports the writer only now); returns write_report's summary and the bytes of
+    handoff.pdf and handoff.md."""
     import tempfile
 
     from trainer.commands.report import write_report
 
     out = Path(tempfile.mkdtemp(prefix="handoff-"))
-    result = write_report(path, run_id, out)
+    result = write_report(path, run_id, out, policy, model)
     return result, {name: (out / name).read_bytes() for name in ("handoff.pdf", "handoff.md")}
 
 
@@ -158,5 +170,5 @@ def delete_policy(path: str, run_id: str, model: str, name: str) -> None:
 
 __all__ = ["StoreError", "db_path", "store_version", "datasets", "dataset_summary", "is_simulated", "urgent_classes",
            "default_policy", "runs", "unfinished_runs", "run_table", "predictions", "case", "attributions",
-           "operating_points", "explain_now", "build_handoff", "new_clinic", "variants", "save_policy",
+           "operating_points", "case_reasons", "explain_now", "build_handoff", "new_clinic", "variants", "save_policy",
            "delete_policy"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from dashboard import queries
+from dashboard import exports, queries, words
 from trainer.config import MODEL_NAMES
 
 SPLITS = ("test", "val", "calib")  # test: the held-out clinic; val: the validation clinic; calib: training clinics
@@ -28,6 +28,12 @@ class PageContext:
     run: pd.Series
     model: str | None
     split: str | None
+
+    def about(self, **more) -> dict:
+        """What an export of this page holds (``exports``): the run, its dataset, whether it is
+        simulated, and ``more`` (model, split, metric, threshold)."""
+        return {"run_id": self.run["run_id"], "dataset": self.run["dataset"],
+                "simulated": bool(queries.is_simulated(self.path, self.version, self.run["dataset"])), **more}
 
 
 def header(title: str, caption: str | None = None, model: bool = True, split: bool = True) -> PageContext:
@@ -88,13 +94,31 @@ def read_or_stop(read, *args):
         st.stop()
 
 
-def choose(label: str, options, param: str, default=None, where=st.sidebar):
-    """A selectbox whose value lives in the query parameter ``param``."""
+def choose(label: str, options, param: str, default=None, where=st.sidebar, format_func=str):
+    """A selectbox whose value lives in the query parameter ``param`` and, so that it survives a
+    change of page (Streamlit clears the query parameters then), in the session (``carried``)."""
     options = list(options)
-    wanted = st.query_params.get(param, default if default in options else options[0])
-    value = where.selectbox(label, options, index=options.index(wanted) if wanted in options else 0, key=param)
-    st.query_params[param] = value
+    wanted = st.query_params.get(param, carried(param, default))
+    wanted = wanted if wanted in options else default if default in options else options[0]
+    value = where.selectbox(label, options, index=options.index(wanted), key=param, format_func=format_func)
+    st.query_params[param] = st.session_state[f"carried.{param}"] = value
     return value
+
+
+def carried(name: str, default=None):
+    """A value a page left for the others (``choose`` and the Deferral page's operating point)."""
+    return st.session_state.get(f"carried.{name}", default)
+
+
+def carry(**values) -> None:
+    for name, value in values.items():
+        st.session_state[f"carried.{name}"] = value
+
+
+def glossary(*terms: str) -> None:
+    """The page's glossary, folded, at the foot of the sidebar."""
+    with st.sidebar.expander("Glossary"):
+        st.markdown(words.glossary(terms))
 
 
 def plain(value) -> str:
@@ -105,9 +129,11 @@ def plain(value) -> str:
     return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
 
 
-def download_buttons(table: pd.DataFrame, stem: str, key: str) -> None:
-    """CSV and Markdown downloads of a displayed table, side by side."""
+def download_buttons(table: pd.DataFrame, stem: str, key: str, about: dict) -> None:
+    """CSV and Markdown downloads of a table that say inside the file what they hold
+    (``exports.describe``: run, model, split, metric, threshold, date, simulated or not)."""
     c1, c2 = st.columns(2)
-    c1.download_button("Download CSV", table.to_csv(index=False), f"{stem}.csv", "text/csv", key=f"{key}.csv")
-    c2.download_button("Download Markdown", table.to_markdown(index=False, floatfmt=".3f"), f"{stem}.md",
-                       "text/markdown", key=f"{key}.md")
+    about = {**about, "exported_at": exports.now()}
+    c1.download_button("Download CSV", exports.csv(table, about), f"{stem}.csv", "text/csv", key=f"{key}.csv")
+    c2.download_button("Download Markdown", exports.markdown(table, about), f"{stem}.md", "text/markdown",
+                       key=f"{key}.md")

@@ -53,7 +53,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from trainer.commands.report import write_report
 
-    result = write_report(args.db, args.run, args.out, args.policy)
+    result = write_report(args.db, args.run, args.out, args.policy, args.model)
     print(f"wrote {result['pdf']} ({result['pages']} pages), {result['md']} and {result['slices']} slice tables")
     return 0
 
@@ -185,11 +185,13 @@ def _add_report(sub) -> None:
                                    "is reliable, where deferral fires and why, the known biases by skin tone, the "
                                    "safety case; five pages on a default run), OUT/handoff.md, their figures and "
                                    "OUT/slices/ (every slice table as CSV and Markdown), every number read from the "
-                                   "store. The model is the one the run chose on its validation clinic.")
+                                   "store. The model is the one the run chose on its validation clinic unless --model names "
+                                   "another, which the document then says.")
     _store_arg(r)
     r.add_argument("--run", required=True, help="run_id")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--policy", help="deferral policy to report (default: the run's default policy)")
+    r.add_argument("--model", help="trained model to report (default: the one the run chose on val)")
     r.set_defaults(func=_report)
 
 

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import charts, queries, tables, ui  # noqa: E402
+from dashboard import charts, queries, tables, ui, words  # noqa: E402
 
 page = ui.header("Reliability")
 run, model, split = page.run, page.model, page.split
@@ -21,8 +21,8 @@ if len(cal):
 bins = queries.run_table(page.path, page.version, run.run_id, "reliability_bins", model=model, split=split,
                          slice=family)
 metrics = queries.run_table(page.path, page.version, run.run_id, "metrics", model=model, split=split, slice=family)
-st.markdown("**Expected calibration error** (15 bins; value (95% interval) where bootstrapped)")
-st.dataframe(tables.ece_table(metrics), width="stretch")
+st.markdown("**Calibration error (ECE)**, 15 bins: value (95% interval) where bootstrapped")
+st.dataframe(words.columns(tables.ece_table(metrics)), width="stretch")
 groups = tables.reliability_groups(bins)
 cols = st.columns(min(3, max(1, len(groups))))
 for i, (group, rows) in enumerate(groups.items()):
@@ -30,3 +30,5 @@ for i, (group, rows) in enumerate(groups.items()):
 st.subheader("The deferral score against the observed need for review")
 st.altair_chart(charts.reliability(tables.defer_bins(bins), "defer score reliability", colour="slice_value"),
                 width="stretch")
+st.caption("Points are sized by their cases; bins under 10 cases are faded and left off the line.")
+ui.glossary("calibration error (ECE)", "deferral score", "95% interval", "splits")

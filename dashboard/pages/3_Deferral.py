@@ -1,6 +1,7 @@
 """Deferral: pick the threshold on the deferral score with clinicians and see, as it moves,
-what it does to every skin-tone group and clinic, in plain numbers per 100 referrals; compare
-each stored policy's promise with what it achieved; save a threshold as a named policy."""
+what it does to every skin-tone group and clinic, in plain numbers per 100 referrals; set it
+side by side with another operating point or another split; compare each stored policy's
+promise with what it achieved; save a threshold as a named policy."""
 import sys
 from pathlib import Path
 
@@ -8,8 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import charts, queries, tables, ui  # noqa: E402
-from trainer.report.numbers import pct  # noqa: E402
+from dashboard import charts, deferral_tables as dt, queries, tables, ui, words  # noqa: E402
 from trainer.uncertainty.operating_points import policy_rows  # noqa: E402
 
 page = ui.header("Deferral")
@@ -17,78 +17,98 @@ path, version, run, model, split = page.path, page.version, page.run, page.model
 urgent = queries.urgent_classes(path, version, run["dataset"])
 points = queries.operating_points(path, version, run.run_id, model, split, urgent)
 policies = queries.run_table(path, version, run.run_id, "policies", model=model, split="calib", slice="overall")
-thresholds, per_group = tables.policy_thresholds(policies), tables.group_thresholds(policies)
-saved = tables.saved_policies(policies)
-KEEP = "(keep the slider)"
+thresholds, per_group = dt.policy_thresholds(policies), dt.group_thresholds(policies)
+saved = dt.saved_policies(policies)
+KEEP, SLIDER, PICK = "(keep the slider)", "deferral.threshold", "deferral.policy"
 
-key = "deferral.threshold"
-if key not in st.session_state:
-    st.session_state[key] = round(float(st.query_params.get("threshold", thresholds.get("review_budget", 0.5))), 3)
+if ui.carried("point") is None and "threshold" in st.query_params:  # a shared link
+    ui.carry(point={"threshold": float(st.query_params["threshold"])})
+policy, threshold, groups = dt.resolve(ui.carried("point"), thresholds, per_group, queries.default_policy(run))
+if policy is not None or SLIDER not in st.session_state:  # the slider shows the policy's threshold
+    st.session_state[SLIDER] = min(max(round(threshold, 3), 0.0), 1.0)
+st.session_state[PICK] = policy or KEEP
 
 
 def use_policy():
-    name = st.session_state["deferral.policy"]
-    st.session_state["deferral.exact"] = None
-    if name in thresholds:  # a fitted threshold can lie beyond the slider (inf: defer none); it is applied as is
-        st.session_state[key] = min(max(round(thresholds[name], 3), 0.0), 1.0)
-        st.session_state["deferral.exact"] = thresholds[name]
-    st.session_state["deferral.groups"] = per_group.get(name, {})  # a group policy: one threshold per group
+    name = st.session_state[PICK]
+    ui.carry(point={"policy": name} if name != KEEP else {"threshold": st.session_state[SLIDER]})
 
 
 def moved():
     """A slider move leaves the stored policy: its name and its thresholds no longer apply."""
-    st.session_state["deferral.policy"] = KEEP
-    st.session_state["deferral.groups"] = {}
-    st.session_state["deferral.exact"] = None
+    ui.carry(point={"threshold": st.session_state[SLIDER]})
 
 
 st.selectbox("Start from a stored policy (fitted on calib; 'saved' ones were saved here)",
-             [KEEP] + sorted(thresholds), key="deferral.policy", on_change=use_policy,
+             [KEEP] + sorted(thresholds), key=PICK, on_change=use_policy,
              format_func=lambda p: f"{p} (saved)" if p in saved else p)
-threshold = st.slider("Defer to a clinician when the deferral score is at least", 0.0, 1.0, step=0.005, key=key,
-                      format="%.3f", on_change=moved)
+st.slider("Defer to a clinician when the deferral score is at least", 0.0, 1.0, step=0.005, key=SLIDER,
+          format="%.3f", on_change=moved)
 st.query_params["threshold"] = f"{threshold:.3f}"
-groups = st.session_state.get("deferral.groups", {})
-exact = st.session_state.get("deferral.exact")
-if exact is not None and exact != threshold:
-    threshold = exact
-if groups or exact is not None and not 0 <= exact <= 1:
-    st.info(f"Policy {ui.plain(st.session_state['deferral.policy'])} defers "
+ui.carry(point={"policy": policy} if policy else {"threshold": threshold})  # for the other pages
+if groups or not 0 <= threshold <= 1:
+    st.info(f"Policy {ui.plain(policy)} defers "
             + ("each skin-tone group at its own threshold: " + ", ".join(f"{g} {t:.3f}" for g, t in
                                                                        sorted(groups.items()))
                + f" (others {threshold:.3f})" if groups else f"at {threshold:.3f}, beyond the slider")
             + ". Moving the slider returns to one threshold for all.")
 
 view = points.at(threshold, groups)
-overall, by_family = tables.operating_point(view)
+overall, by_family = dt.operating_point(view)
 c = st.columns(5)
-c[0].metric("Deferral rate", pct(overall.defer_rate))
-c[1].metric("Coverage", pct(overall.coverage))
-c[2].metric("Accuracy when not deferred", pct(overall.accepted_accuracy))
-c[3].metric("Missed urgent", pct(overall.missed_urgent_rate),
-            help="urgent cases the model calls non-urgent and does not defer, of all urgent cases")
+c[0].metric("Reviewed", words.number(overall.defer_rate, "defer_rate"), help=words.GLOSSARY["reviewed"])
+c[1].metric("Kept", words.number(overall.coverage, "coverage"), help=words.GLOSSARY["kept"])
+c[2].metric("Right when kept", words.number(overall.accepted_accuracy, "accepted_accuracy"),
+            help=words.GLOSSARY["right when kept"])
+c[3].metric("Urgent missed", words.number(overall.missed_urgent_rate, "missed_urgent_rate"),
+            help=words.GLOSSARY["urgent missed"])
 c[4].metric("Clinician reviews", f"{overall.deferred:,}", help=f"cases deferred to a clinician, of {overall.n:,}")
 
 st.subheader("In plain numbers")
-hundred = tables.per_hundred(view[view.slice.isin(["overall", "fitzpatrick_group"])])
-st.markdown(tables.plain_words(hundred.iloc[0]))
+hundred = dt.per_hundred(view[view.slice.isin(["overall", "fitzpatrick_group"])])
+st.markdown(dt.plain_words(hundred.iloc[0]))
 st.dataframe(hundred.style.format("{:.0f}", subset=list(hundred.columns[1:]), na_rep="n/a"), hide_index=True,
              width="stretch")
 left, right = st.columns(2)
 per_day = left.number_input("Referrals a day", min_value=0, value=100, step=10, key="deferral.per_day")
 minutes = right.number_input("Minutes a clinician spends on a review", min_value=0.0, value=5.0, step=1.0,
                              key="deferral.minutes")
-hours = tables.clinician_hours(float(overall.defer_rate), int(per_day), float(minutes))
+hours = dt.clinician_hours(float(overall.defer_rate), int(per_day), float(minutes))
 st.markdown(f"At {per_day:,} referrals a day this is **{hours:.1f} clinician hours a day**.")
 
 for family, title in (("fitzpatrick_group", "By skin-tone group"), ("clinic", "By clinic")):
     st.markdown(f"**{title}**")  # full width: every column shows whole
-    shown = tables.readable(by_family[family])
-    st.dataframe(shown.style.format(tables.READABLE_PERCENT, na_rep="n/a"), hide_index=True, width="stretch")
+    shown = dt.readable(by_family[family])
+    st.dataframe(shown.style.format(dt.READABLE_PERCENT, na_rep="n/a"), hide_index=True, width="stretch")
+
+st.subheader("Side by side")
+mode = st.radio("Compare this operating point with", dt.COMPARE, horizontal=True, key="deferral.compare")
+if mode == dt.COMPARE[0]:
+    other = st.selectbox("The other operating point", [dt.BY_HAND, *sorted(thresholds)], key="deferral.other")
+    if other == dt.BY_HAND:
+        other_t = st.number_input("Its threshold", 0.0, 1.0, value=min(round(threshold, 3) + 0.05, 1.0) if
+                                  threshold <= 1 else 0.5, step=0.005, format="%.3f", key="deferral.other_t")
+        other_view, labels = points.at(other_t), ("now", f"at {other_t:.3f}")
+    else:
+        other_view, labels = points.at(thresholds[other], per_group.get(other, {})), ("now", other)
+else:
+    others = sorted((s for s in ui.SPLITS if s != split), key=lambda s: s != "calib")
+    other_split = st.selectbox("The other split", others, key="deferral.other_split",
+                               format_func=lambda s: words.SPLIT_NAMES[s])
+    other_view = queries.operating_points(path, version, run.run_id, model, other_split, urgent).at(threshold, groups)
+    labels = (split, other_split)
+compared = dt.side_by_side(view, other_view, labels)
+st.markdown(ui.plain(dt.compare_words(compared, labels)))
+st.dataframe(compared.style.format(dt.side_by_side_formats(compared), na_rep="n/a"), hide_index=True,
+             width="stretch")
+st.caption("Change: the second minus the first, in percentage points. " + words.glossary(["splits"])[2:])
+ui.download_buttons(compared, f"{run.run_id}_{model}_{split}_side_by_side", "deferral.download",
+                    page.about(model=model, split=f"{labels[0]} vs {labels[1]}", threshold=round(threshold, 6)))
 
 st.subheader(f"The stored policies on {split}: promise against result")
-achieved = queries.run_table(path, version, run.run_id, "policies", model=model, split=split, slice="overall")
-st.dataframe(tables.policy_promises(achieved).style.format(tables.READABLE_PERCENT, na_rep="n/a"), hide_index=True,
+achieved = queries.run_table(path, version, run.run_id, "policies", model=model, split=split,
+                             slice=("overall", "fitzpatrick_group"))
+st.dataframe(dt.policy_promises(achieved).style.format(dt.READABLE_PERCENT, na_rep="n/a"), hide_index=True,
              width="stretch")
 
 curves = queries.run_table(path, version, run.run_id, "risk_coverage", model=model, split=split,
@@ -96,10 +116,11 @@ curves = queries.run_table(path, version, run.run_id, "risk_coverage", model=mod
 st.altair_chart(charts.risk_coverage(curves, float(overall.coverage),
                                      "Risk-coverage by skin-tone group (the line: this threshold)"), width="stretch")
 
-st.subheader("Conformal sets by skin-tone group")
+st.subheader("Prediction sets by skin-tone group")
 conf = queries.run_table(path, version, run.run_id, "conformal", model=model, split=split)
 st.dataframe(tables.conformal_coverage(conf), width="stretch")
-st.caption("Coverage of the true class at the target 1 - alpha; Mondrian sets have one threshold per group.")
+st.caption("Share of cases whose set holds the true category, against the target 1 - alpha (90%). "
+           + words.GLOSSARY["prediction set"])
 
 with st.form("deferral.save"):
     name = st.text_input("Save this threshold as a policy named", key="deferral.name")
@@ -124,3 +145,5 @@ if saved:
                 st.success(f"Deleted {ui.plain(repr(gone))}.")
             except (ValueError, queries.StoreError) as exc:
                 st.error(str(exc))
+ui.glossary("deferral score", "threshold", "reviewed", "kept", "right when kept", "urgent missed", "policy",
+            "promise held", "prediction set", "risk-coverage", "splits")

@@ -7,26 +7,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import charts, queries, tables, ui  # noqa: E402
+from dashboard import charts, queries, tables, ui, words  # noqa: E402
 
 page = ui.header("Slices")
 run, model, split = page.run, page.model, page.split
 metrics = queries.run_table(page.path, page.version, run.run_id, "metrics", model=model, split=split)
-family = ui.choose("Slice by", tables.slice_families(metrics), "slice")
+family = ui.choose("Slice by", tables.slice_families(metrics), "slice", format_func=words.name)
 names = tables.metric_names(metrics, family)
-metric = ui.choose("Metric", names, "metric", default="accuracy")
+metric = ui.choose("Metric", names, "metric", default="accuracy", format_func=words.name)
 
 table = tables.slice_table(metrics, family, metric)
 found = tables.slice_findings(table)
-if found["flagged"]:
+if len(table) < 2:
+    st.info(f"Only {len(table)} group of {words.name(family)} on {split}: nothing to compare here. The training "
+            "clinics (calib, val) and the Error analysis page compare groups across splits.")
+elif found["flagged"]:
     st.error(f"{len(found['flagged'])} group(s) differ from the best-served group ({ui.plain(found['reference'])}) "
              f"with an interval that excludes zero: {', '.join(map(ui.plain, found['flagged']))}.")
 else:
     st.success("No group's gap to the best-served group has an interval that excludes zero.")
 if found["small"]:
     st.warning(f"Too small to judge (n < 30), shown but never flagged: {', '.join(map(ui.plain, found['small']))}.")
-st.altair_chart(charts.interval_bars(table, "group", f"{metric} by {family} ({model}, {split})", metric),
-                width="stretch")
-st.dataframe(table, hide_index=True, width="stretch")
-ui.download_buttons(table, f"{run.run_id}_{model}_{split}_{family.replace(' ', '')}_{metric}", "slices.download")
+st.altair_chart(charts.interval_bars(table, "group", f"{words.name(metric)} by {words.name(family)} ({model}, {split})",
+                                    words.name(metric)), width="stretch")
+fmt = "{:.1%}" if metric in words.PERCENT else "{:.3f}"
+shown = words.columns(table)
+numbers = [words.name(c) for c in ("value", "ci_low", "ci_high", "gap", "gap_low", "gap_high") if c in table]
+st.dataframe(shown.style.format({c: fmt for c in numbers}, na_rep="n/a"), hide_index=True, width="stretch")
+ui.download_buttons(table, f"{run.run_id}_{model}_{split}_{family.replace(' ', '')}_{metric}", "slices.download",
+                    page.about(model=model, split=split, metric=metric, slice=family))
 st.caption("Intervals: 1,000 bootstrap resamples of patients. Exports carry no patient identifiers or notes.")
+ui.glossary("gap to best group", "95% interval", "skin-tone group", "splits")

@@ -1,5 +1,7 @@
-"""Cases: browse the cases behind the numbers; one case's photo, note, probabilities,
-deferral score and attributions (stored, or computed on demand)."""
+"""Cases: browse the cases behind the numbers at the Deferral page's operating point, with
+combinable filters and the reason each case's deferral score is what it is; one case's
+photo, note, probabilities, reason and attributions (stored, or computed on demand, for any
+category)."""
 import sys
 from pathlib import Path
 
@@ -7,33 +9,53 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import streamlit as st  # noqa: E402
 
-from dashboard import charts, queries, tables, ui  # noqa: E402
+from dashboard import case_tables as ct, charts, deferral_tables as dt, queries, ui  # noqa: E402
 from data_store.images import load_rgb  # noqa: E402
 from trainer.explain.figures import attribution_figure  # noqa: E402
 
 page = ui.header("Cases")
 path, version, run, model, split = page.path, page.version, page.run, page.model, page.split
 policies = queries.run_table(path, version, run.run_id, "policies", model=model, split="calib", slice="overall")
-default = queries.default_policy(run)
-threshold = float(st.query_params.get("threshold", tables.policy_thresholds(policies).get(default, 1.0)))
-cases = tables.case_list(queries.predictions(path, version, run.run_id), model, split, threshold)
+if ui.carried("point") is None and "threshold" in st.query_params:  # a shared link
+    ui.carry(point={"threshold": float(st.query_params["threshold"])})
+policy, threshold, groups = dt.resolve(ui.carried("point"), dt.policy_thresholds(policies),
+                                       dt.group_thresholds(policies), queries.default_policy(run))
+urgent = queries.urgent_classes(path, version, run["dataset"])
+reasons = queries.case_reasons(path, version, run.run_id, model, split)
+cases = ct.case_list(queries.predictions(path, version, run.run_id), model, split, threshold, groups, urgent, reasons)
+st.caption(f"Reviewed: deferral score at or above {threshold:.3f}"
+           + (f" ({ui.plain(policy)}" + (", one threshold per skin-tone group" if groups else "") + ")" if policy
+              else " (set on the Deferral page)") + ". Change it on the Deferral page; it carries here.")
 
-c = st.columns(4)
-show = c[0].selectbox("Show", tables.CASE_FILTERS, key="cases.show")
-options = tables.case_filter_options(cases)
-group = c[1].selectbox("Skin-tone group", options["skin_tone_group"], key="cases.group")
-clinic = c[2].selectbox("Clinic", options["clinic"], key="cases.clinic")
-source = "the threshold in the URL" if "threshold" in st.query_params else default
-c[3].caption(f"Deferred: defer score >= {threshold:.3f} ({source}).")
-shown = tables.filter_cases(cases, show, group, clinic)
-st.dataframe(shown[list(tables.CASE_COLUMNS)], hide_index=True, width="stretch", height=240)
+show = st.multiselect("Show only cases that are (every condition at once)", list(ct.CASE_FILTERS), key="cases.show")
+options = ct.case_filter_options(cases)
+c = st.columns(3)
+group = c[0].selectbox("Skin-tone group", options["skin_tone_group"], key="cases.group")
+clinic = c[1].selectbox("Clinic", options["clinic"], key="cases.clinic")
+reason = c[2].selectbox("Why the score", options["reason"], key="cases.reason")
+shown = ct.filter_cases(cases, show, skin_tone_group=group, clinic=clinic, reason=reason)
+st.markdown(f"**{len(shown):,} of {len(cases):,} cases** (highest deferral score first). Click a row to open it.")
+picked = st.dataframe(ct.shown_cases(shown).style.format({"deferral score": "{:.3f}"}), hide_index=True,
+                      width="stretch", height=260, on_select="rerun", selection_mode="single-row", key="cases.table")
 if shown.empty:
     st.info("No case matches these filters.")
     st.stop()
-case_id = ui.choose("Case", shown["case_id"].tolist(), "case", where=st)
-row = tables.row(shown, "case_id", case_id)
+rows = picked.selection.rows if picked is not None else []
+if rows:
+    st.query_params["case"] = shown["case_id"].iloc[rows[0]]
+case_id = st.query_params.get("case")
+case_id = case_id if case_id in set(shown["case_id"]) else shown["case_id"].iloc[0]
+st.query_params["case"] = case_id
+row = shown.set_index("case_id").loc[case_id]
 case = queries.case(path, version, run["dataset"], case_id)
 
+st.subheader(f"Case {ui.plain(case_id)}" + (" (the row picked)" if rows else " (the first row; click another)"))
+status = "reviewed by a clinician" if row["deferred"] else "decided by the model alone"
+st.markdown(f"True **{ui.plain(row['y_true'])}**, predicted **{ui.plain(row['y_pred'])}**; deferral score "
+            f"**{row['defer_score']:.3f}**, so {status}"
+            + (" - **an urgent patient missed and not reviewed**" if row["missed_urgent"] else "") + ".")
+st.markdown(f"**Why the score: {ui.plain(row['reason'])}**: {ui.plain(row['why'])}." if row["why"] else
+            "No reason: this model's score is rescaled by an adaptation (see the New clinic page).")
 left, right = st.columns([1, 2])
 try:
     left.image(load_rgb(case["image_path"], 256), caption=f"{ui.plain(case_id)} (photo)")
@@ -41,22 +63,30 @@ except OSError as exc:
     left.warning(f"The photo cannot be read: {exc}")
 right.markdown("**Referring note** (shown as text)")
 right.text(case["note"] or "(no note)")
-right.altair_chart(charts.probabilities(tables.probabilities(run["classes"], row["probs"])), width="stretch")
-right.write(f"True: **{ui.plain(row['y_true'])}** - predicted: **{ui.plain(row['y_pred'])}** - "
-            f"deferral score **{row['defer_score']:.3f}** ({'deferred' if row['deferred'] else 'not deferred'})")
+right.altair_chart(charts.probabilities(ct.probabilities(run["classes"], row["probs"])), width="stretch")
 
 st.subheader("What drove the prediction")
+classes = list(run["classes"])
+target = st.selectbox("Explain the evidence for (another category answers \"why not ...?\")", classes,
+                      index=classes.index(row["y_pred"]), key=f"cases.target.{case_id}")
 attr = queries.attributions(path, version, run.run_id, model, case_id)
+attr = attr[attr["target_class"] == target] if len(attr) else attr
+asked = st.session_state.get("cases.explained", {}).get((run.run_id, model, case_id, target))
+attr = asked if attr.empty and asked is not None else attr
 if attr.empty:
-    st.caption("Not explained yet: computing it takes a few seconds and stores the result.")
+    st.caption(f"Not explained for {ui.plain(target)} yet: computing it takes a few seconds"
+               + (" and stores the result." if target == row["y_pred"] else " (kept for this session only)."))
     if st.button("Explain this case", key="cases.explain"):
         with st.spinner("Integrated Gradients and Occlusion..."):
             try:
-                attr = queries.explain_now(path, run.run_id, model, case_id)
+                attr = queries.explain_now(path, run.run_id, model, case_id, target)
+                st.session_state.setdefault("cases.explained", {})[(run.run_id, model, case_id, target)] = attr
+                st.rerun()
             except (ValueError, OSError, queries.StoreError) as exc:
                 st.error(str(exc))
 if not attr.empty:
-    ig, occlusion = tables.attribution_rows(attr)
+    ig, occlusion = ct.attribution_rows(attr)
     fig = attribution_figure(lambda side: load_rgb(case["image_path"], side), ig, occlusion,
-                             tables.attribution_title(ig))
-    st.image(fig, caption="Yellow: evidence for the predicted class; blue: against.")
+                             ct.attribution_title(ig))
+    st.image(fig, caption=f"Yellow: evidence for {ui.plain(target)}; blue: against.")
+ui.glossary("deferral score", "threshold", "reviewed", "urgent missed")

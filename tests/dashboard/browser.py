@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run"]
-PAGES = ("", "Models", "Reliability", "Deferral", "Slices", "Cases", "Handoff", "New_clinic")
+PAGES = ("", "Models", "Reliability", "Deferral", "Slices", "Cases", "Handoff", "New_clinic", "Error_analysis")
 
 
 def free_port() -> int:

@@ -1,9 +1,10 @@
 """The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright.
 
-Starts ``streamlit run dashboard/Home.py`` on the fixture store, opens the Deferral page,
-moves the threshold with the keyboard and waits for the deferral rate to change (a
-screenshot goes to test-artifacts/); hostile notes and clinic names show as text; the
-server listens on this machine only. (docs/regenerate.py photographs every page.)
+Starts ``streamlit run dashboard/Home.py`` on the fixture store and walks a meeting's flow:
+the Deferral slider, a stored policy side by side with another, the Cases page at that
+policy filtered to missed urgent patients, a row clicked and its reason (screenshots go to
+test-artifacts/); no page logs a Vega warning; hostile notes and clinic names show as text;
+the server listens on this machine only. (docs/regenerate.py photographs every page.)
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from data_store.store import TriageStore
-from tests.dashboard.browser import CHROMIUM, ROOT, Server, browser, free_port, metric, settle
+from tests.dashboard.browser import CHROMIUM, PAGES, ROOT, Server, browser, free_port, metric, settle
+
+URGENT = ["emergency", "urgent_cancer"]
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -24,28 +27,108 @@ if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
 
 
-def test_moving_the_threshold_changes_the_deferral_rate(quick_run, synth_store, tmp_path):
+def _pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the selectbox or multiselect labelled ``label``."""
+    box = page.locator('[data-testid="stSelectbox"], [data-testid="stMultiSelect"]', has_text=label).first
+    box.scroll_into_view_if_needed()
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    if box.get_attribute("data-testid") == "stMultiSelect":
+        page.keyboard.press("Escape")  # a multiselect stays open for more
+    settle(page)
+
+
+def _markdown(page, start: str) -> str:
+    settle(page)
+    texts = page.locator('[data-testid="stMarkdownContainer"]').all_inner_texts()
+    found = [t for t in texts if t.startswith(start)]
+    assert found, [t[:80] for t in texts if t[:3] == start[:3]]
+    return found[0]
+
+
+def _open_a_missed_case(page, p, threshold: float) -> None:
+    """On the Cases page reached from Deferral at review_budget: filter the urgent patients
+    missed and not reviewed (recounted from the predictions), click the first row, read its reason."""
+    caption = page.get_by_text("Reviewed: deferral score at or above").first
+    caption.wait_for(timeout=60_000)
+    assert "(review_budget)" in caption.inner_text()
+    _pick(page, "Show only cases that are", "missed urgent, not reviewed")
+    missed = p[p.y_true.isin(URGENT) & ~p.y_pred.isin(URGENT) & (p.defer_score < threshold)]
+    assert len(missed) and _markdown(page, f"{len(missed):,} of {len(p):,} cases")  # the fixture holds some
+    if True:
+        first = missed.sort_values(["defer_score", "case_id"], ascending=[False, True])["case_id"].iloc[0]
+        grid = page.locator('[data-testid="stDataFrame"]').first.bounding_box()
+        page.mouse.click(grid["x"] + 12, grid["y"] + 53)  # the first row's selector
+        page.wait_for_function("(c) => location.search.includes('case=' + c)", arg=first, timeout=60_000)
+        assert _markdown(page, f"Case {first}")
+        assert _markdown(page, "Why the score: ")
+
+
+def test_a_meeting_moves_the_slider_compares_policies_and_opens_a_missed_case(quick_run, synth_store, tmp_path):
+    """Deferral: the slider, a stored policy, side by side with another; then the Cases page
+    (reached by its link) at that policy, filtered to urgent patients missed and not
+    reviewed, a row clicked and its reason read. No Vega warning on the way."""
     out = ROOT / "test-artifacts"
     out.mkdir(exist_ok=True)
+    run_id = quick_run["run_id"]
+    with TriageStore(synth_store, read_only=True) as store:
+        policies = store.read_table("policies", run_id, model="late_fusion", slice="overall").set_index(
+            ["policy", "split"])
+    p = quick_run["preds"]
+    p = p[(p.model == "late_fusion") & (p.split == "test")]
     server = Server(synth_store)
     pw, context = browser(tmp_path)
+    warnings = []
     try:
         page = context.new_page()
-        page.goto(server.url("Deferral", run=quick_run["run_id"], model="late_fusion", split="test"))
-        page.get_by_text("Deferral rate").first.wait_for(timeout=90_000)
+        page.on("console", lambda m: warnings.append(m.text) if "WARN" in m.text else None)
+        page.goto(server.url("Deferral", run=run_id, model="late_fusion", split="test"))
+        page.locator('[data-testid="stMetric"]').first.wait_for(timeout=90_000)
         settle(page)
-        before = metric(page, "Deferral rate")
+        before = metric(page, "Reviewed")
         handle = page.locator('[data-testid="stSlider"] input[type="range"]').first
         handle.focus()
-        handle.press("Home")  # threshold 0: every case is deferred
+        handle.press("Home")  # threshold 0: every case is reviewed
         page.wait_for_function(
             "(b) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-            ".find(e => e.innerText.includes('Deferral rate'));"
+            ".find(e => e.innerText.includes('Reviewed'));"
             " return m && !m.innerText.includes(b); }", arg=before, timeout=60_000)
-        after = metric(page, "Deferral rate")
-        assert after != before and after == "100.0%"
-        assert "threshold=0.000" in page.url
+        assert metric(page, "Reviewed") == "100.0%" and "threshold=0.000" in page.url
+
+        _pick(page, "Start from a stored policy", "review_budget")
+        budget, urgent = policies.loc[("review_budget", "test")], policies.loc[("urgent_sensitivity", "test")]
+        assert metric(page, "Reviewed") == f"{100 * budget['defer_rate']:.1f}%"
+        _pick(page, "The other operating point", "urgent_sensitivity")
+        said = _markdown(page, "All cases, now vs urgent_sensitivity")
+        change = 100 * (urgent["defer_rate"] - budget["defer_rate"])
+        assert (f"reviewed {100 * budget['defer_rate']:.1f}% vs {100 * urgent['defer_rate']:.1f}% "
+                f"({change:+.1f} pts)") in said
         page.screenshot(path=str(out / "deferral.png"), full_page=True)
+
+        page.get_by_role("link", name="Cases").click()  # the operating point and the model carry
+        _open_a_missed_case(page, p, policies.loc[("review_budget", "calib"), "threshold"])
+        page.screenshot(path=str(out / "cases.png"), full_page=True)
+        assert not warnings, warnings
+    finally:
+        context.close()
+        pw.stop()
+        server.stop()
+
+
+def test_no_page_logs_a_vega_warning(quick_run, synth_store, tmp_path):
+    server = Server(synth_store)
+    pw, context = browser(tmp_path)
+    warnings = []
+    try:
+        page = context.new_page()
+        page.on("console", lambda m: warnings.append(m.text) if "WARN" in m.text else None)
+        for name in PAGES:
+            page.goto(server.url(name, run=quick_run["run_id"], model="late_fusion", split="test"))
+            page.locator('[data-testid="stMain"]').first.wait_for(timeout=90_000)
+            settle(page)
+            page.wait_for_timeout(1500)  # charts render after the script ends
+            assert not page.locator('[data-testid="stException"]').count(), name
+        assert not warnings, warnings
     finally:
         context.close()
         pw.stop()

@@ -1,37 +1,18 @@
 """Every dashboard page on the tiny fixture store (Streamlit AppTest): no exception, and
 its main numbers equal the store's."""
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from data_store.store import TriageStore
-
-PAGES = Path(__file__).resolve().parents[2] / "dashboard" / "pages"
-
-
-def _page(name: str, store, run_id: str, **params) -> AppTest:
-    at = AppTest.from_file(str(PAGES / name), default_timeout=120)
-    at.query_params["run"] = run_id
-    for k, v in params.items():
-        at.query_params[k] = v
-    return at
-
-
-@pytest.fixture()
-def env(quick_run, synth_store, monkeypatch):
-    monkeypatch.setenv("TRIAGE_DB", str(synth_store))
-    with TriageStore(synth_store, read_only=True) as store:
-        metrics = store.read_table("metrics", quick_run["run_id"])
-        preds = store.read_predictions(quick_run["run_id"])
-    return {"run_id": quick_run["run_id"], "metrics": metrics, "preds": preds, "store": synth_store}
+from tests.dashboard.apptest import PAGES, open_page, param
 
 
 @pytest.mark.parametrize("page", sorted(p.name for p in PAGES.glob("*.py")))
 def test_every_page_runs_without_an_exception(env, page):
-    at = _page(page, env["store"], env["run_id"]).run()
+    at = open_page(page, env["store"], env["run_id"]).run()
     assert not at.exception, at.exception
 
 
@@ -44,32 +25,35 @@ def test_every_page_without_a_store_says_how_to_make_one(page, tmp_path, monkeyp
 
 
 def test_models_page_shows_the_chosen_model_not_the_best_on_test(env):
-    at = _page("1_Models.py", env["store"], env["run_id"]).run()
+    at = open_page("1_Models.py", env["store"], env["run_id"]).run()
     m = env["metrics"]
     overall = m[(m.slice == "overall") & (m.metric == "macro_f1")]
     chosen = overall[overall.split == "val"].sort_values(["value", "model"], ascending=[False, True])["model"].iloc[0]
     test = overall[overall.split == "test"].set_index("model")["value"]
     assert {x.label: x.value for x in at.metric}[f"Macro F1 of {chosen}, the run's choice"] == f"{test[chosen]:.3f}"
+    miss = m[(m.slice == "overall") & (m.metric == "missed_urgent_rate") & (m.split == "test")].set_index("model")
+    shown = {x.label: x.value for x in at.metric}[f"Urgent patients {chosen} misses on test"]
+    assert shown == f"{100 * miss.loc[chosen, 'value']:.1f}%"  # beside the choice, its urgent-miss rate
 
 
 @pytest.mark.parametrize("threshold", [0.2, 0.6])
 def test_deferral_page_recomputes_the_rates_at_the_threshold(env, threshold):
-    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
     at.slider(key="deferral.threshold").set_value(threshold).run()
     assert not at.exception
     p = env["preds"]
     p = p[(p.model == "late_fusion") & (p.split == "test")]
     deferred = p["defer_score"].to_numpy() >= threshold
     shown = {x.label: x.value for x in at.metric}
-    assert shown["Deferral rate"] == f"{deferred.mean():.1%}"
+    assert shown["Reviewed"] == f"{100 * deferred.mean():.1f}%"
     assert shown["Clinician reviews"] == f"{deferred.sum():,}"
     accepted = (p["y_pred"] == p["y_true"]).to_numpy()[~deferred]
-    assert shown["Accuracy when not deferred"] == (f"{accepted.mean():.1%}" if len(accepted) else "n/a")
+    assert shown["Right when kept"] == (f"{100 * accepted.mean():.1f}%" if len(accepted) else "n/a")
     assert at.query_params["threshold"] in (f"{threshold:.3f}", [f"{threshold:.3f}"])  # a shared link keeps it
 
 
 def test_deferral_page_saves_a_named_policy(env):
-    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
+    at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
     at.slider(key="deferral.threshold").set_value(0.4).run()
     at.text_input(key="deferral.name").input("meeting 2026-11-28")
     at.button[0].click().run()  # the form's submit button
@@ -92,13 +76,13 @@ def _stored_policy(env, policy: str, split: str, model: str = "late_fusion"):
 
 @pytest.mark.parametrize("policy", ["equal_group_accuracy", "urgent_sensitivity"])
 def test_a_picked_policy_shows_what_the_policy_table_says_group_thresholds_included(env, policy):
-    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
     at.selectbox(key="deferral.policy").set_value(policy).run()
     assert not at.exception
     stored = _stored_policy(env, policy, "test")
     shown = {x.label: x.value for x in at.metric}
-    assert shown["Deferral rate"] == f"{stored['defer_rate']:.1%}"  # per-group thresholds applied, as fitted
-    assert shown["Accuracy when not deferred"] == f"{stored['accepted_accuracy']:.1%}"
+    assert shown["Reviewed"] == f"{100 * stored['defer_rate']:.1f}%"  # per-group thresholds applied, as fitted
+    assert shown["Right when kept"] == f"{100 * stored['accepted_accuracy']:.1f}%"
     at.slider(key="deferral.threshold").set_value(0.9).run()  # a move leaves the policy
     assert at.selectbox(key="deferral.policy").value == "(keep the slider)" and not at.info
 
@@ -110,7 +94,7 @@ def test_deferral_page_says_per_100_referrals_what_the_predictions_say(env):
     threshold = float(np.ceil(np.median(scores[scores < 1]) * 200) / 200)  # on the slider's 0.005 grid
     deferred = scores >= threshold
     assert 0 < deferred.mean() < 1  # a threshold that both defers and keeps
-    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
     at.slider(key="deferral.threshold").set_value(threshold).run()
     wrong = (p["y_pred"] != p["y_true"]).to_numpy()
     urgent = p["y_true"].isin(["emergency", "urgent_cancer"]).to_numpy()
@@ -126,7 +110,7 @@ def test_deferral_page_says_per_100_referrals_what_the_predictions_say(env):
 
 
 def test_each_stored_policy_shows_its_promise_beside_its_result(env):
-    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
     promises = next(d.value for d in at.dataframe if "promise" in d.value.columns).set_index("policy")
     for policy in ("review_budget", "target_accuracy", "urgent_sensitivity"):
         stored = _stored_policy(env, policy, "test")
@@ -138,12 +122,12 @@ def test_each_stored_policy_shows_its_promise_beside_its_result(env):
 
 
 def test_an_empty_name_is_refused_and_a_saved_policy_can_be_deleted(env):
-    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
+    at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
     at.button[0].click().run()  # save with no name
     assert "Give the policy a name first." in [e.value for e in at.error]
     at.text_input(key="deferral.name").input("to delete")
     at.button[0].click().run()
-    at = _page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
+    at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion").run()
     assert "to delete (saved)" in at.selectbox(key="deferral.policy").options
     at.selectbox(key="deferral.delete_name").set_value("to delete")
     at.button[1].click().run()
@@ -165,12 +149,12 @@ def test_home_says_per_100_referrals_what_the_chosen_model_does_at_the_default_p
     deferred = p["defer_score"].to_numpy() >= stored["threshold"]
     assert deferred.mean() == pytest.approx(stored["defer_rate"])  # the stored policy, replayed
     text = next(x.value for x in home.markdown if x.value.startswith("**In plain numbers**"))
-    assert f"({chosen}, chosen on val)" in text
+    assert f"{chosen} at its default policy (review_budget)" in text.replace("\\", "")  # Markdown escapes
     assert f"Of 100 referrals, {100 * deferred.mean():.0f} go to a clinician" in text
 
 
 def test_slices_page_table_matches_the_store(env):
-    at = _page("4_Slices.py", env["store"], env["run_id"], model="image_only", split="test",
+    at = open_page("4_Slices.py", env["store"], env["run_id"], model="image_only", split="test",
                slice="fitzpatrick_group", metric="accuracy").run()
     assert not at.exception
     shown = at.dataframe[0].value.set_index("group")["value"]
@@ -181,15 +165,15 @@ def test_slices_page_table_matches_the_store(env):
 
 
 def test_cases_page_shows_the_cases_note_as_text(env, quick_run):
-    at = _page("5_Cases.py", env["store"], env["run_id"], model="text_only", split="test").run()
+    at = open_page("5_Cases.py", env["store"], env["run_id"], model="text_only", split="test").run()
     assert not at.exception
-    case_id = at.selectbox(key="case").value
+    case_id = param(at, "case")
     cases = quick_run["cases"].set_index("case_id")
     assert at.text[0].value == (cases.loc[case_id, "note"] or "(no note)")  # st.text: plain text, never Markdown
 
 
 def test_reliability_page_shows_the_stored_ece(env):
-    at = _page("2_Reliability.py", env["store"], env["run_id"], model="cross_attention", split="test",
+    at = open_page("2_Reliability.py", env["store"], env["run_id"], model="cross_attention", split="test",
                by="fitzpatrick_group").run()
     assert not at.exception
     table = at.dataframe[0].value
@@ -197,7 +181,7 @@ def test_reliability_page_shows_the_stored_ece(env):
     stored = m[(m.model == "cross_attention") & (m.split == "test") & (m.slice == "fitzpatrick_group") &
                (m.metric == "ece")].set_index("slice_value")["value"]
     for group, value in stored.items():
-        assert table.loc[group, "ece"].startswith(f"{value:.3f}")
+        assert table.loc[group, "calibration error (ECE)"].startswith(f"{value:.3f}")
 
 
 def test_home_headline_and_handoff_tables_match_the_store(env):
@@ -208,25 +192,25 @@ def test_home_headline_and_handoff_tables_match_the_store(env):
     home.run()
     assert not home.exception
     headline = home.dataframe[-1].value
-    handoff = _page("6_Handoff.py", env["store"], env["run_id"]).run()
+    handoff = open_page("6_Handoff.py", env["store"], env["run_id"]).run()
     assert not handoff.exception
     first = handoff.dataframe[0].value.set_index("model")
     for model, value in f1.items():
-        assert headline.loc[model, "macro_f1"].startswith(f"{value:.3f}")
-        assert first.loc[model, "macro_f1"].startswith(f"{value:.3f}")
+        assert headline.loc[model, "macro F1"].startswith(f"{value:.3f}")
+        assert first.loc[model, "macro F1"].startswith(f"{value:.3f}")
 
 
 def test_cases_page_shows_the_stored_defer_score(env):
-    at = _page("5_Cases.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
+    at = open_page("5_Cases.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
     assert not at.exception
-    case_id = at.selectbox(key="case").value
+    case_id = param(at, "case")
     p = env["preds"]
     score = p[(p.model == "late_fusion") & (p.case_id == case_id)]["defer_score"].iloc[0]
     assert any(f"deferral score **{score:.3f}**" in md.value for md in at.markdown)
 
 
 def test_handoff_page_builds_the_document(env):
-    at = _page("6_Handoff.py", env["store"], env["run_id"]).run()
+    at = open_page("6_Handoff.py", env["store"], env["run_id"]).run()
     at.button(key="handoff.build").click().run()
     assert not at.exception
     pdf = at.session_state["handoff.files"]["handoff.pdf"]

@@ -74,13 +74,17 @@ def explain_run(db, run_id: str, models: list[str] | None = None, n_cases: int =
     return written
 
 
-def explain_case(db, run_id: str, model: str, case_id: str, n_steps: int = 32) -> pd.DataFrame:
-    """The stored attributions of one case, computing and storing them first if needed."""
+def explain_case(db, run_id: str, model: str, case_id: str, n_steps: int = 32,
+                 target: str | None = None) -> pd.DataFrame:
+    """The stored attributions of one case, computing and storing them first if needed.
+    ``target``: another class to explain ("why not urgent?"); computed, returned and not
+    stored (the store keeps one explanation per case: its predicted class)."""
     with TriageStore(db, read_only=True) as store:
         stored = store.read_attributions(run_id, model, case_id)
-        if not stored.empty:
-            return stored
         run = store.read_run(run_id)
+        classes = list(run["classes"])
+        if not stored.empty and target in (None, stored["target_class"].iloc[0]):
+            return stored
         case = store.read_case(run["dataset"], case_id)
         pred = store.read_predictions(run_id, model)
     if not Path(run["artifacts_dir"]).exists():
@@ -88,7 +92,12 @@ def explain_case(db, run_id: str, model: str, case_id: str, n_steps: int = 32) -
     shown = pred.set_index("case_id")["y_pred"]
     if case_id not in shown.index:
         raise ValueError(f"Case {case_id} has no prediction of {model} in run {run_id} (only val, calib and test do).")
-    e = _explain_one(run, model, case, n_steps, list(run["classes"]).index(shown[case_id]))
+    if target is not None and target not in classes:
+        raise ValueError(f"Run {run_id} has no class {target!r}; classes: {', '.join(classes)}.")
+    e = _explain_one(run, model, case, n_steps, classes.index(target or shown[case_id]))
+    rows = pd.DataFrame(rows_for(run_id, model, case_id, classes, e, n_steps))
+    if target not in (None, shown[case_id]):
+        return rows
     with TriageStore(db) as store:
-        store.write_attributions(pd.DataFrame(rows_for(run_id, model, case_id, list(run["classes"]), e, n_steps)))
+        store.write_attributions(rows)
         return store.read_attributions(run_id, model, case_id)

@@ -25,12 +25,13 @@ from trainer.report.render import figures, to_markdown, to_pdf
 TABLES = ("metrics", "policies", "conformal", "calibrators", "comparisons", "reliability_bins", "risk_coverage")
 
 
-def read_inputs(db, run_id: str, policy: str | None = None) -> dict:
+def read_inputs(db, run_id: str, policy: str | None = None, model: str | None = None) -> dict:
     """Everything the document is built from: the run's tables, attributions, the held-out
     clinic's learning curve, label-free shift report and corrections, the run, its dataset,
     its settings, case counts (``counts``: by a column, and the skin-tone mix and urgent share
     of the training and held-out clinics), the held-out clinic's cases at ``policy`` with the
-    reason each scores as it does, and a control run without the skin-tone effect (or None)."""
+    reason each scores as it does, and a control run without the skin-tone effect (or None).
+    ``model``: the model the document reports (default: the one the run chose on val)."""
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
         info = store.read_dataset(run["dataset"])
@@ -43,7 +44,7 @@ def read_inputs(db, run_id: str, policy: str | None = None) -> dict:
         mix = store.count_cases(run["dataset"], ("clinic", "fitzpatrick", "label"))
         out["control"] = control_run(store, info)
     cfg = run_config(run["config"])
-    model = select_model(out["metrics"]).model
+    model = model or select_model(out["metrics"]).model
     out["counts"] = case_counts(mix, run["heldout_clinic"], _urgent(info))
     out["cases"] = deferral_cases(db, run_id, run["heldout_clinic"], model, policy or cfg.default_policy)
     out["reasons"] = deferral_reasons(out["cases"])
@@ -169,24 +170,29 @@ def example_figure(db, run_id: str, model: str, reasons: pd.Series | None = None
     return figure, row["case_id"]
 
 
-def write_report(db, run_id: str, out: str | Path, policy: str | None = None) -> dict:
+def write_report(db, run_id: str, out: str | Path, policy: str | None = None, model: str | None = None) -> dict:
     """Write the document into ``out``; returns the paths and the PDF's page count.
+    ``model``: one of the run's trained models (default: the one the run chose on val).
 
     Everything is written into a staging folder beside ``out`` that replaces ``out`` only
     when complete, so a killed report leaves the previous document (or none), never half of one.
     """
     out = Path(out).resolve()
     with TriageStore(db, read_only=True) as store:
-        status = store.read_run(run_id)["status"]
-    if status != "complete":
-        raise ValueError(f"Run {run_id} is {status}; only a complete run has a handoff document.")
+        run = store.read_run(run_id)
+    if run["status"] != "complete":
+        raise ValueError(f"Run {run_id} is {run['status']}; only a complete run has a handoff document.")
+    trained = run_config(run["config"]).models
+    if model is not None and model not in trained:
+        raise ValueError(f"Run {run_id} has no trained model {model!r} (an adapted variant has no document of its own; "
+                         f"its clinic's page does): models: {', '.join(trained)}.")
     out.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out.parent.glob(f".{out.name}.partial-*"):  # from a report that was killed
         shutil.rmtree(leftover, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     stage.chmod(0o755)  # mkdtemp's 0700 would hide the document from colleagues
     try:
-        pages, n_slices = _write(db, run_id, stage, policy)
+        pages, n_slices = _write(db, run_id, stage, policy, model)
         old = out.with_name(f".{out.name}.partial-old{os.getpid()}")
         if out.exists():
             os.replace(out, old)
@@ -197,10 +203,10 @@ def write_report(db, run_id: str, out: str | Path, policy: str | None = None) ->
     return {"pdf": out / "handoff.pdf", "md": out / "handoff.md", "pages": pages, "slices": n_slices}
 
 
-def _write(db, run_id: str, out: Path, policy: str | None) -> tuple[int, int]:
+def _write(db, run_id: str, out: Path, policy: str | None, model: str | None) -> tuple[int, int]:
     (out / "slices").mkdir(parents=True, exist_ok=True)
-    inputs = read_inputs(db, run_id, policy)
-    doc = build(inputs, policy)
+    inputs = read_inputs(db, run_id, policy, model)
+    doc = build(inputs, policy, model)
     cases = inputs["cases"]
     reasons = cases.set_index("case_id")["reason"] if len(cases) else None
     paths = figures(doc, out, example_figure(db, run_id, doc.model, reasons)[0])

@@ -19,17 +19,18 @@ from trainer.report.document import ChartSpec, Document, Section
 from trainer.report.trace import Trace
 
 
-def build(d: dict, policy: str | None = None) -> Document:
+def build(d: dict, policy: str | None = None, model: str | None = None) -> Document:
     """The document of one run. ``d``: the run's tables (metrics, policies, conformal,
     calibrators, comparisons, reliability_bins, risk_coverage, attributions, curve), ``run``,
     ``info`` (its dataset), ``config`` (its FitConfig), ``by`` and ``counts`` (case counts) and
-    ``cases`` (the held-out clinic's cases at the policy, with their reasons)."""
+    ``cases`` (the held-out clinic's cases at the policy, with their reasons). ``model``: a
+    model the team picked instead of the run's choice (the document says so)."""
     run, info, cfg = d["run"], d["info"], d["config"]
     chosen = select_model(d["metrics"])  # on the training clinics, never on test
     policy = policy or cfg.default_policy
-    ctx = Context(d, chosen.model, policy, Trace())
+    ctx = Context(d, model or chosen.model, policy, Trace())
     if ctx.policy_row() is None:
-        raise ValueError(f"Run {run['run_id']} has no policy {policy!r} for {chosen.model}; policies: "
+        raise ValueError(f"Run {run['run_id']} has no policy {policy!r} for {ctx.model}; policies: "
                          f"{sorted(set(d['policies']['policy']))}.")
     sections = [_bottom_line(ctx), _intended_use(ctx, chosen), *reliability.page(ctx), *deferral.page(ctx),
                 *skin_tone.page(ctx), *safety.page(ctx)]
@@ -37,7 +38,7 @@ def build(d: dict, policy: str | None = None) -> Document:
     footer = " | ".join([*(["SIMULATED DATA - not clinical evidence"] if info["simulated"] else []),
                          f"run {run['run_id']}", f"finished {str(run.get('finished_at') or '')[:10]}",
                          f"code {_code_version(run)}"])
-    return Document(f"Clinical handoff: skin-referral triage, {chosen.model}{simulated}", chosen.model, sections,
+    return Document(f"Clinical handoff: skin-referral triage, {ctx.model}{simulated}", ctx.model, sections,
                     _figures(ctx), _slices(ctx), footer, ctx.t)
 
 
@@ -110,10 +111,15 @@ def _intended_use(ctx: Context, chosen) -> Section:
              f"at a new clinic" if cfg.val_clinic else "patients of the training clinics (an in-distribution figure)")
     test = ctx.metric("test", "overall", "all", "macro_f1")
     val = ctx.metric("val", "overall", "all", "macro_f1")
-    s.p(f"How the model was chosen: of the run's {t.constant('len(models)', len(chosen.evidence), 'k')} models, "
-        f"the best macro F1 (balance of sensitivity and precision across categories) on {where}: "
-        f"{t.ci('metrics', val)}. The held-out clinic played no part in the choice; there the model reached "
-        f"{t.ci('metrics', test)}.")
+    k = t.constant('len(models)', len(chosen.evidence), 'k')
+    if ctx.model == chosen.model:
+        s.p(f"How the model was chosen: of the run's {k} models, the best macro F1 (balance of sensitivity and "
+            f"precision across categories) on {where}: {t.ci('metrics', val)}. The held-out clinic played no part in "
+            f"the choice; there the model reached {t.ci('metrics', test)}.")
+    else:
+        s.p(f"How the model was chosen: the team picked {ctx.model} for this document. The run's rule, the best macro "
+            f"F1 of its {k} models on {where}, chooses {chosen.model}. {ctx.model} reached {t.ci('metrics', val)} "
+            f"there and {t.ci('metrics', test)} at the held-out clinic, which played no part in either choice.")
     return s
 
 

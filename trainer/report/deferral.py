@@ -2,10 +2,13 @@
 and what each stored policy promised against what it achieved."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from trainer.report.context import POLICY_NAMES, Context
 from trainer.report.document import Section
+from trainer.uncertainty.policies import promise
 
 
 def page(ctx: Context) -> list[Section]:
@@ -58,41 +61,39 @@ def _reasons(ctx: Context) -> pd.DataFrame:
                          for _, r in rows.iterrows()])
 
 
-def _promise(ctx: Context, policy: str) -> tuple[str, str | None, str | None]:
-    """The policy's promise in words, the policies column it is judged on, and the direction."""
+def _promise(ctx: Context, policy: str) -> str:
+    """The policy's promise in words (judged by ``_kept``)."""
     t, cfg = ctx.t, ctx.cfg
     return {
-        "review_budget": (f"review at most {t.config(cfg, 'review_budget', 'pct')}", "defer_rate", "max"),
-        "target_accuracy": (f"{t.config(cfg, 'target_accuracy', 'pct')} right when kept", "accepted_accuracy",
-                            "min"),
-        "urgent_sensitivity": (f"{t.config(cfg, 'urgent_sensitivity', 'pct')} of urgent caught", "missed_urgent_rate",
-                               "miss"),
-        "equal_group_accuracy": ("the same accuracy kept for every skin tone", None, None),
-        "conformal_set": ("defer when unsure between categories", None, None),
-    }.get(policy, ("a threshold chosen by hand", None, None))
+        "review_budget": f"review at most {t.config(cfg, 'review_budget', 'pct')}",
+        "target_accuracy": f"{t.config(cfg, 'target_accuracy', 'pct')} right when kept",
+        "urgent_sensitivity": f"{t.config(cfg, 'urgent_sensitivity', 'pct')} of urgent caught",
+        "equal_group_accuracy": "the same accuracy kept for every skin tone",
+        "conformal_set": "defer when unsure between categories",
+    }.get(policy, "a threshold chosen by hand")
 
 
-def _kept(row, column: str, direction: str, cfg) -> str:
-    goal = {"defer_rate": cfg.review_budget, "accepted_accuracy": cfg.target_accuracy,
-            "missed_urgent_rate": 1 - cfg.urgent_sensitivity}[column]
-    ok = row[column] <= goal + 1e-9 if direction in ("max", "miss") else row[column] >= goal - 1e-9
-    return "kept" if ok else "broken"
+def _kept(ctx: Context, policy: str, row: pd.Series) -> str:
+    """Whether the policy's stored promise (``policies.promise``) holds at the new clinic."""
+    params = row["params"] if isinstance(row["params"], dict) else json.loads(row["params"] or "{}")
+    groups = ctx.policy_rows(policy, "test", "fitzpatrick_group").to_dict("records")
+    held = promise(params).held(row, groups)
+    return "no single figure" if held is None else "kept" if held else "broken"
 
 
 def _policies(ctx: Context) -> Section:
-    t, cfg = ctx.t, ctx.cfg
+    t = ctx.t
     s = Section("The stored policies: promise against result")
     rows = []
     for policy in dict.fromkeys([ctx.policy, *sorted(set(ctx.d["policies"]["policy"]))]):
         new, val = ctx.policy_row(policy, "test"), ctx.policy_row(policy, "val")
         if new is None:
             continue
-        promise, column, direction = _promise(ctx, policy)
-        rows.append({"policy": POLICY_NAMES.get(policy, policy), "promise": promise,
+        rows.append({"policy": POLICY_NAMES.get(policy, policy), "promise": _promise(ctx, policy),
                      "reviewed (train / new)": f"{_n(t, val, 'defer_rate')} / {_n(t, new, 'defer_rate')}",
                      "right when kept": f"{_n(t, val, 'accepted_accuracy')} / {_n(t, new, 'accepted_accuracy')}",
                      "urgent missed": f"{_n(t, val, 'missed_urgent_rate')} / {_n(t, new, 'missed_urgent_rate')}",
-                     "promise at new clinic": _kept(new, column, direction, cfg) if column else "no single figure"})
+                     "promise at new clinic": _kept(ctx, policy, new)})
     s.table(pd.DataFrame(rows), "Each policy at the training clinics / at the new clinic: share reviewed, share "
                                 "right of the cases kept, share of urgent patients called non-urgent and not reviewed")
     return s

@@ -2,9 +2,13 @@
 
 ``fit(...) -> self`` on calib; ``decide(defer_score, groups) -> bool (n,)`` (True = defer);
 ``threshold_for(groups) -> (n,)`` the threshold each case is held to; ``params()`` the
-settings to store. Every policy defers at ``defer_score >= threshold``. NumPy only.
+settings to store. Every policy defers at ``defer_score >= threshold``; ``promise(params)``
+reads back what a stored policy promises and judges it. NumPy only.
 """
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -119,3 +123,42 @@ class GroupAccuracy(ThresholdPolicy):
 
     def params(self) -> dict:
         return {"target_accuracy": self.target, "thresholds": {str(k): v for k, v in self.thresholds_.items()}}
+
+
+@dataclass(frozen=True)
+class Promise:
+    """What a stored policy promises, read back from its stored ``params``: the ``policies``
+    column it is judged on, the goal and its direction, and whether every skin-tone group must
+    keep it (``equal_group_accuracy``). ``column`` None: no promise with a single figure (a
+    conformal set, a threshold chosen by hand)."""
+
+    column: str | None = None
+    goal: float | None = None
+    direction: str | None = None  # "at most" | "at least"
+    per_group: bool = False
+
+    def held(self, overall: Mapping, groups: Iterable[Mapping] = ()) -> bool | None:
+        """Whether the promise holds on one split's ``policies`` rows (its overall row and,
+        for a per-group promise, its skin-tone group rows); None when it cannot be judged."""
+        if self.column is None:
+            return None
+        rows = list(groups) if self.per_group else [overall]
+        values = [float(r[self.column]) for r in rows if r[self.column] is not None and np.isfinite(r[self.column])]
+        if not values:
+            return None
+        if self.direction == "at most":
+            return all(v <= self.goal + 1e-9 for v in values)
+        return all(v >= self.goal - 1e-9 for v in values)
+
+
+def promise(params: Mapping) -> Promise:
+    """The promise of a policy with these stored ``params`` (``ThresholdPolicy.params``)."""
+    if "thresholds" in params and "target_accuracy" in params:
+        return Promise("accepted_accuracy", float(params["target_accuracy"]), "at least", per_group=True)
+    if "budget" in params:
+        return Promise("defer_rate", float(params["budget"]), "at most")
+    if "target_accuracy" in params:
+        return Promise("accepted_accuracy", float(params["target_accuracy"]), "at least")
+    if "urgent_sensitivity_floor" in params:
+        return Promise("missed_urgent_rate", 1 - float(params["urgent_sensitivity_floor"]), "at most")
+    return Promise()

@@ -261,3 +261,16 @@ def test_label_free_corrections_are_judged_as_their_results_say():
     low = text_of(build(_with(d, "corrections", lambda c: c["target"].notna(), after=0.0)))
     high = text_of(build(_with(d, "corrections", lambda c: c["target"].notna(), after=1.0)))
     assert "None reached its promise" in low and "Each reached its promise here" in high
+
+
+def test_a_model_the_team_picks_is_reported_and_said_to_differ_from_the_rule(quick_run, synth_store, capsys):
+    chosen = build(read_inputs(synth_store, quick_run["run_id"])).model
+    other = next(m for m in ("text_only", "image_only", "late_fusion") if m != chosen)
+    d = read_inputs(synth_store, quick_run["run_id"], model=other)
+    doc = build(d, model=other)
+    assert doc.model == other and set(d["cases"]["model"]) == {other}
+    assert f"the team picked {other} for this document" in text_of(doc) and f"chooses {chosen}." in text_of(doc)
+    check_trace(doc, d, store_tables=store_reader(synth_store, quick_run["run_id"]))
+    assert main(["report", "--db", str(synth_store), "--run", quick_run["run_id"], "--out", "unused",
+                 "--model", "nope"]) == 2
+    assert "no trained model 'nope'" in capsys.readouterr().err
