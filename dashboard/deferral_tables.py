@@ -60,7 +60,7 @@ def _promise_words(params: dict, p) -> str:
 
 READABLE = {"n": "cases", "deferred": "reviews", "urgent": "urgent cases", "defer_rate": "reviewed",
             "coverage": "kept", "accepted_accuracy": "right when kept", "missed_urgent_rate": "urgent missed"}
-READABLE_PERCENT = {name: "{:.1%}" for name in ("reviewed", "kept", "right when kept", "urgent missed")}
+READABLE_PERCENT = {name: "pct" for name in ("reviewed", "kept", "right when kept", "urgent missed")}
 
 
 def readable(view: pd.DataFrame) -> pd.DataFrame:
@@ -129,12 +129,9 @@ SLICE_WORDS = {"overall": "all cases", "fitzpatrick_group": "skin-tone group", "
 
 
 def side_by_side_formats(table: pd.DataFrame) -> dict[str, str]:
-    """Display formats of ``side_by_side``: rates as percentages, changes in points (+/-)."""
-    def points(v: float) -> str:
-        return "n/a" if pd.isna(v) else f"{100 * v:+.1f} pts"
-
-    return {c: points if c.endswith("change") else "{:.1%}" for c in table.columns[4:]} | \
-        {c: "{:,.0f}" for c in table.columns[2:4]}
+    """How ``ui.table`` shows ``side_by_side``: rates as percentages, changes in points (+/-)."""
+    return {c: "pts" if c.endswith("change") else "pct" for c in table.columns[4:]} | \
+        {c: "int" for c in table.columns[2:4]}
 
 
 def resolve(point: dict | None, thresholds: dict[str, float], per_group: dict[str, dict[str, float]],

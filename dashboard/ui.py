@@ -7,6 +7,7 @@ same view; session keys are namespaced by page.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 
 import pandas as pd
@@ -14,6 +15,12 @@ import streamlit as st
 
 from dashboard import exports, queries, words
 from trainer.config import MODEL_NAMES
+
+# The script thread holds the GIL while it computes; the server's event loop, which sends each
+# element to the browser, waits for it at every switch (5 ms by default, tens of messages a
+# run). A 1 ms switch lets a slider move's first numbers reach the browser sooner
+# (docs/BENCHMARKS.md, slider block).
+sys.setswitchinterval(0.001)
 
 SPLITS = ("test", "val", "calib")  # test: the held-out clinic; val: the validation clinic; calib: training clinics
 DEFAULT_MODEL = "late_fusion"
@@ -137,3 +144,22 @@ def download_buttons(table: pd.DataFrame, stem: str, key: str, about: dict) -> N
     c1.download_button("Download CSV", exports.csv(table, about), f"{stem}.csv", "text/csv", key=f"{key}.csv")
     c2.download_button("Download Markdown", exports.markdown(table, about), f"{stem}.md", "text/markdown",
                        key=f"{key}.md")
+
+
+# How ``table`` shows a column: (scale, printf format). Formatting by column configuration costs
+# about 1 ms a table where a pandas Styler costs about 30 (measured on this page's tables).
+KINDS = {"pct": (100, "%.1f%%"), "pts": (100, "%+.1f pts"), "p3": (1, "%.3f"), "int": (1, "%d"),
+         "n0": (1, "%.0f")}
+
+
+def table(frame: pd.DataFrame, kinds: dict[str, str], where=st, **kwargs):
+    """``st.dataframe`` of ``frame`` with each column of ``kinds`` shown in its ``KINDS`` format
+    (rates as percentages with one decimal: the values shown are the rates x 100)."""
+    shown = frame.copy()
+    config = {}
+    for column, kind in kinds.items():
+        if column in shown:
+            scale, fmt = KINDS[kind]
+            shown[column] = pd.to_numeric(shown[column], errors="coerce") * scale
+            config[column] = st.column_config.NumberColumn(format=fmt)
+    return where.dataframe(shown, column_config=config, hide_index=True, width="stretch", **kwargs)

@@ -1,7 +1,10 @@
 """Deferral: pick the threshold on the deferral score with clinicians and see, as it moves,
 what it does to every skin-tone group and clinic, in plain numbers per 100 referrals; set it
 side by side with another operating point or another split; compare each stored policy's
-promise with what it achieved; save a threshold as a named policy."""
+promise with what it achieved; save a threshold as a named policy.
+
+Everything the threshold changes is one fragment (``live``): a slider move reruns it alone,
+not the page's header, its fixed tables and its forms."""
 import sys
 from pathlib import Path
 
@@ -20,13 +23,13 @@ policies = queries.run_table(path, version, run.run_id, "policies", model=model,
 thresholds, per_group = dt.policy_thresholds(policies), dt.group_thresholds(policies)
 saved = dt.saved_policies(policies)
 KEEP, SLIDER, PICK = "(keep the slider)", "deferral.threshold", "deferral.policy"
-
 if ui.carried("point") is None and "threshold" in st.query_params:  # a shared link
     ui.carry(point={"threshold": float(st.query_params["threshold"])})
-policy, threshold, groups = dt.resolve(ui.carried("point"), thresholds, per_group, queries.default_policy(run))
-if policy is not None or SLIDER not in st.session_state:  # the slider shows the policy's threshold
-    st.session_state[SLIDER] = min(max(round(threshold, 3), 0.0), 1.0)
-st.session_state[PICK] = policy or KEEP
+
+
+def current() -> tuple[str | None, float, dict[str, float]]:
+    """The operating point the page shows (a stored policy, or the slider's threshold)."""
+    return dt.resolve(ui.carried("point"), thresholds, per_group, queries.default_policy(run))
 
 
 def use_policy():
@@ -39,82 +42,99 @@ def moved():
     ui.carry(point={"threshold": st.session_state[SLIDER]})
 
 
-st.selectbox("Start from a stored policy (fitted on calib; 'saved' ones were saved here)",
-             [KEEP] + sorted(thresholds), key=PICK, on_change=use_policy,
-             format_func=lambda p: f"{p} (saved)" if p in saved else p)
-st.slider("Defer to a clinician when the deferral score is at least", 0.0, 1.0, step=0.005, key=SLIDER,
-          format="%.3f", on_change=moved)
-st.query_params["threshold"] = f"{threshold:.3f}"
-ui.carry(point={"policy": policy} if policy else {"threshold": threshold})  # for the other pages
-if groups or not 0 <= threshold <= 1:
-    st.info(f"Policy {ui.plain(policy)} defers "
-            + ("each skin-tone group at its own threshold: " + ", ".join(f"{g} {t:.3f}" for g, t in
-                                                                       sorted(groups.items()))
-               + f" (others {threshold:.3f})" if groups else f"at {threshold:.3f}, beyond the slider")
-            + ". Moving the slider returns to one threshold for all.")
+def controls() -> tuple[str | None, float, dict[str, float]]:
+    """The policy box and the slider, showing the current operating point."""
+    policy, threshold, groups = current()
+    if policy is not None or SLIDER not in st.session_state:  # the slider shows the policy's threshold
+        st.session_state[SLIDER] = min(max(round(threshold, 3), 0.0), 1.0)
+    st.session_state[PICK] = policy or KEEP
+    st.selectbox("Start from a stored policy (fitted on calib; 'saved' ones were saved here)",
+                 [KEEP] + sorted(thresholds), key=PICK, on_change=use_policy,
+                 format_func=lambda p: f"{p} (saved)" if p in saved else p)
+    st.slider("Defer to a clinician when the deferral score is at least", 0.0, 1.0, step=0.005, key=SLIDER,
+              format="%.3f", on_change=moved)
+    st.query_params["threshold"] = f"{threshold:.3f}"
+    ui.carry(point={"policy": policy} if policy else {"threshold": threshold})  # for the other pages
+    if groups or not 0 <= threshold <= 1:
+        st.info(f"Policy {ui.plain(policy)} defers "
+                + ("each skin-tone group at its own threshold: " + ", ".join(f"{g} {t:.3f}" for g, t in
+                                                                           sorted(groups.items()))
+                   + f" (others {threshold:.3f})" if groups else f"at {threshold:.3f}, beyond the slider")
+                + ". Moving the slider returns to one threshold for all.")
+    return policy, threshold, groups
 
-view = points.at(threshold, groups)
-overall, by_family = dt.operating_point(view)
-c = st.columns(5)
-c[0].metric("Reviewed", words.number(overall.defer_rate, "defer_rate"), help=words.GLOSSARY["reviewed"])
-c[1].metric("Kept", words.number(overall.coverage, "coverage"), help=words.GLOSSARY["kept"])
-c[2].metric("Right when kept", words.number(overall.accepted_accuracy, "accepted_accuracy"),
-            help=words.GLOSSARY["right when kept"])
-c[3].metric("Urgent missed", words.number(overall.missed_urgent_rate, "missed_urgent_rate"),
-            help=words.GLOSSARY["urgent missed"])
-c[4].metric("Clinician reviews", f"{overall.deferred:,}", help=f"cases deferred to a clinician, of {overall.n:,}")
 
-st.subheader("In plain numbers")
-hundred = dt.per_hundred(view[view.slice.isin(["overall", "fitzpatrick_group"])])
-st.markdown(dt.plain_words(hundred.iloc[0]))
-st.dataframe(hundred.style.format("{:.0f}", subset=list(hundred.columns[1:]), na_rep="n/a"), hide_index=True,
-             width="stretch")
-left, right = st.columns(2)
-per_day = left.number_input("Referrals a day", min_value=0, value=100, step=10, key="deferral.per_day")
-minutes = right.number_input("Minutes a clinician spends on a review", min_value=0.0, value=5.0, step=1.0,
-                             key="deferral.minutes")
-hours = dt.clinician_hours(float(overall.defer_rate), int(per_day), float(minutes))
-st.markdown(f"At {per_day:,} referrals a day this is **{hours:.1f} clinician hours a day**.")
+def numbers(view) -> None:
+    """The headline figures, the plain words per 100 referrals, clinician hours, and each
+    skin-tone group and clinic at this operating point."""
+    overall, by_family = dt.operating_point(view)
+    c = st.columns(5)
+    for i, (label, column) in enumerate((("Reviewed", "defer_rate"), ("Kept", "coverage"),
+                                          ("Right when kept", "accepted_accuracy"),
+                                          ("Urgent missed", "missed_urgent_rate"))):
+        c[i].metric(label, words.number(overall[column], column), help=words.GLOSSARY[label.lower()])
+    c[4].metric("Clinician reviews", f"{overall.deferred:,}", help=f"cases deferred to a clinician, of {overall.n:,}")
+    st.subheader("In plain numbers")
+    hundred = dt.per_hundred(view[view.slice.isin(["overall", "fitzpatrick_group"])])
+    st.markdown(dt.plain_words(hundred.iloc[0]))
+    ui.table(hundred, {c: "n0" for c in hundred.columns[1:]})
+    left, right = st.columns(2)
+    per_day = left.number_input("Referrals a day", min_value=0, value=100, step=10, key="deferral.per_day")
+    minutes = right.number_input("Minutes a clinician spends on a review", min_value=0.0, value=5.0, step=1.0,
+                                 key="deferral.minutes")
+    hours = dt.clinician_hours(float(overall.defer_rate), int(per_day), float(minutes))
+    st.markdown(f"At {per_day:,} referrals a day this is **{hours:.1f} clinician hours a day**.")
+    for family, title in (("fitzpatrick_group", "By skin-tone group"), ("clinic", "By clinic")):
+        st.markdown(f"**{title}**")  # full width: every column shows whole
+        ui.table(dt.readable(by_family[family]), dt.READABLE_PERCENT)
 
-for family, title in (("fitzpatrick_group", "By skin-tone group"), ("clinic", "By clinic")):
-    st.markdown(f"**{title}**")  # full width: every column shows whole
-    shown = dt.readable(by_family[family])
-    st.dataframe(shown.style.format(dt.READABLE_PERCENT, na_rep="n/a"), hide_index=True, width="stretch")
 
-st.subheader("Side by side")
-mode = st.radio("Compare this operating point with", dt.COMPARE, horizontal=True, key="deferral.compare")
-if mode == dt.COMPARE[0]:
-    other = st.selectbox("The other operating point", [dt.BY_HAND, *sorted(thresholds)], key="deferral.other")
-    if other == dt.BY_HAND:
-        other_t = st.number_input("Its threshold", 0.0, 1.0, value=min(round(threshold, 3) + 0.05, 1.0) if
-                                  threshold <= 1 else 0.5, step=0.005, format="%.3f", key="deferral.other_t")
-        other_view, labels = points.at(other_t), ("now", f"at {other_t:.3f}")
+def side_by_side(view, threshold: float, groups: dict[str, float]) -> None:
+    st.subheader("Side by side")
+    mode = st.radio("Compare this operating point with", dt.COMPARE, horizontal=True, key="deferral.compare")
+    if mode == dt.COMPARE[0]:
+        other = st.selectbox("The other operating point", [dt.BY_HAND, *sorted(thresholds)], key="deferral.other")
+        if other == dt.BY_HAND:
+            other_t = st.number_input("Its threshold", 0.0, 1.0, value=min(round(threshold, 3) + 0.05, 1.0) if
+                                      threshold <= 1 else 0.5, step=0.005, format="%.3f", key="deferral.other_t")
+            other_view, labels = points.at(other_t), ("now", f"at {other_t:.3f}")
+        else:
+            other_view, labels = points.at(thresholds[other], per_group.get(other, {})), ("now", other)
     else:
-        other_view, labels = points.at(thresholds[other], per_group.get(other, {})), ("now", other)
-else:
-    others = sorted((s for s in ui.SPLITS if s != split), key=lambda s: s != "calib")
-    other_split = st.selectbox("The other split", others, key="deferral.other_split",
-                               format_func=lambda s: words.SPLIT_NAMES[s])
-    other_view = queries.operating_points(path, version, run.run_id, model, other_split, urgent).at(threshold, groups)
-    labels = (split, other_split)
-compared = dt.side_by_side(view, other_view, labels)
-st.markdown(ui.plain(dt.compare_words(compared, labels)))
-st.dataframe(compared.style.format(dt.side_by_side_formats(compared), na_rep="n/a"), hide_index=True,
-             width="stretch")
-st.caption("Change: the second minus the first, in percentage points. " + words.glossary(["splits"])[2:])
-ui.download_buttons(compared, f"{run.run_id}_{model}_{split}_side_by_side", "deferral.download",
-                    page.about(model=model, split=f"{labels[0]} vs {labels[1]}", threshold=round(threshold, 6)))
+        others = sorted((s for s in ui.SPLITS if s != split), key=lambda s: s != "calib")
+        other_split = st.selectbox("The other split", others, key="deferral.other_split",
+                                   format_func=lambda s: words.SPLIT_NAMES[s])
+        other_view = queries.operating_points(path, version, run.run_id, model, other_split, urgent).at(threshold,
+                                                                                                        groups)
+        labels = (split, other_split)
+    compared = dt.side_by_side(view, other_view, labels)
+    st.markdown(ui.plain(dt.compare_words(compared, labels)))
+    ui.table(compared, dt.side_by_side_formats(compared))
+    st.caption("Change: the second minus the first, in percentage points. " + words.glossary(["splits"])[2:])
+    ui.download_buttons(compared, f"{run.run_id}_{model}_{split}_side_by_side", "deferral.download",
+                        page.about(model=model, split=f"{labels[0]} vs {labels[1]}", threshold=round(threshold, 6)))
+
+
+@st.fragment
+def live() -> None:
+    """Everything a threshold move changes."""
+    _, threshold, groups = controls()
+    view = points.at(threshold, groups)
+    numbers(view)
+    side_by_side(view, threshold, groups)
+    curves = queries.run_table(path, version, run.run_id, "risk_coverage", model=model, split=split,
+                               slice=("overall", "fitzpatrick_group"))
+    coverage = float(view[view.slice == "overall"]["coverage"].iloc[0])
+    st.altair_chart(charts.risk_coverage(curves, coverage, "Risk-coverage by skin-tone group (the line: this "
+                                         "threshold)"), width="stretch")
+
+
+live()
 
 st.subheader(f"The stored policies on {split}: promise against result")
 achieved = queries.run_table(path, version, run.run_id, "policies", model=model, split=split,
                              slice=("overall", "fitzpatrick_group"))
-st.dataframe(dt.policy_promises(achieved).style.format(dt.READABLE_PERCENT, na_rep="n/a"), hide_index=True,
-             width="stretch")
-
-curves = queries.run_table(path, version, run.run_id, "risk_coverage", model=model, split=split,
-                           slice=("overall", "fitzpatrick_group"))
-st.altair_chart(charts.risk_coverage(curves, float(overall.coverage),
-                                     "Risk-coverage by skin-tone group (the line: this threshold)"), width="stretch")
+ui.table(dt.policy_promises(achieved), dt.READABLE_PERCENT)
 
 st.subheader("Prediction sets by skin-tone group")
 conf = queries.run_table(path, version, run.run_id, "conformal", model=model, split=split)
@@ -125,6 +145,7 @@ st.caption("Share of cases whose set holds the true category, against the target
 with st.form("deferral.save"):
     name = st.text_input("Save this threshold as a policy named", key="deferral.name")
     if st.form_submit_button("Save policy"):
+        threshold = current()[1]
         if not name.strip():
             st.error("Give the policy a name first.")
         else:

@@ -30,10 +30,9 @@ if found["small"]:
     st.warning(f"Too small to judge (n < 30), shown but never flagged: {', '.join(map(ui.plain, found['small']))}.")
 st.altair_chart(charts.interval_bars(table, "group", f"{words.name(metric)} by {words.name(family)} ({model}, {split})",
                                     words.name(metric)), width="stretch")
-fmt = "{:.1%}" if metric in words.PERCENT else "{:.3f}"
-shown = words.columns(table)
+kind = "pct" if metric in words.PERCENT else "p3"
 numbers = [words.name(c) for c in ("value", "ci_low", "ci_high", "gap", "gap_low", "gap_high") if c in table]
-st.dataframe(shown.style.format({c: fmt for c in numbers}, na_rep="n/a"), hide_index=True, width="stretch")
+ui.table(words.columns(table), {c: kind for c in numbers})
 ui.download_buttons(table, f"{run.run_id}_{model}_{split}_{family.replace(' ', '')}_{metric}", "slices.download",
                     page.about(model=model, split=split, metric=metric, slice=family))
 st.caption("Intervals: 1,000 bootstrap resamples of patients. Exports carry no patient identifiers or notes.")

@@ -35,8 +35,8 @@ clinic = c[1].selectbox("Clinic", options["clinic"], key="cases.clinic")
 reason = c[2].selectbox("Why the score", options["reason"], key="cases.reason")
 shown = ct.filter_cases(cases, show, skin_tone_group=group, clinic=clinic, reason=reason)
 st.markdown(f"**{len(shown):,} of {len(cases):,} cases** (highest deferral score first). Click a row to open it.")
-picked = st.dataframe(ct.shown_cases(shown).style.format({"deferral score": "{:.3f}"}), hide_index=True,
-                      width="stretch", height=260, on_select="rerun", selection_mode="single-row", key="cases.table")
+picked = ui.table(ct.shown_cases(shown), {"deferral score": "p3"}, height=260, on_select="rerun",
+                  selection_mode="single-row", key="cases.table")
 if shown.empty:
     st.info("No case matches these filters.")
     st.stop()

@@ -19,9 +19,8 @@ policies = queries.run_table(path, version, run.run_id, "policies", split="test"
 for i, (title, (shown, export)) in enumerate(tables.handoff_sections(metrics, calib, policies).items()):
     st.subheader(title)
     numeric = set(shown.select_dtypes("number").columns)
-    rates = {words.name(c): "{:.1%}" for c in words.PERCENT if words.name(c) in numeric}
-    st.dataframe(shown.style.format(rates | ({"threshold": "{:.3f}"} if "threshold" in numeric else {}),
-                                    na_rep="n/a"), hide_index=True, width="stretch")
+    rates = {words.name(c): "pct" for c in words.PERCENT if words.name(c) in numeric}
+    ui.table(shown, rates | ({"threshold": "p3"} if "threshold" in numeric else {}))
     ui.download_buttons(export, f"{run.run_id}_{title.lower().replace(' ', '_').replace(',', '')}", f"handoff.{i}",
                         page.about(split="test"))
 

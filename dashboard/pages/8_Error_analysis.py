@@ -21,9 +21,8 @@ splits = st.multiselect("Splits", et.SPLIT_ORDER, default=list(et.SPLIT_ORDER), 
 gaps = et.ranked_gaps(metrics[metrics["split"].isin(splits)])
 st.markdown(f"**{len(gaps):,} flagged gaps** for {ui.plain(model)}, largest first: a group's value minus the "
             "best-served group's, with a 95% interval that excludes 0 (groups of at least 30 cases).")
-percent = {c: "{:.1%}" for c in ("value", "ci_low", "ci_high", "gap", "gap_low", "gap_high")}
-st.dataframe(gaps.head(30).style.format(percent | {"cases": "{:,.0f}"}, na_rep="n/a"), hide_index=True,
-             width="stretch")
+ui.table(gaps.head(30), {c: "pct" for c in ("value", "ci_low", "ci_high", "gap", "gap_low", "gap_high")}
+         | {"cases": "int"})
 st.caption("Rates and calibration errors are both shown as percentages (an ECE of 0.041 reads 4.1%).")
 ui.download_buttons(gaps, f"{run.run_id}_{model}_flagged_gaps", "errors.download",
                     page.about(model=model, split=",".join(splits), metric="key metrics"))

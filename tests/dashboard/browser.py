@@ -26,14 +26,17 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db: Path):
+    """``streamlit run dashboard/Home.py`` of the checkout at ``root`` (default: this one) on
+    ``db``, on a free local port."""
+
+    def __init__(self, db: Path, root: Path = ROOT):
         self.port = free_port()
-        env = {**os.environ, "TRIAGE_DB": str(db), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "TRIAGE_DB": str(db), "PYTHONPATH": str(root)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "Home.py"), "--server.port",
+            [sys.executable, "-m", "streamlit", "run", str(root / "dashboard" / "Home.py"), "--server.port",
              str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
              "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:

@@ -34,10 +34,11 @@ def test_side_by_side_of_two_policies_shows_the_stored_change_per_group(env):
     now, other = _policy_rows(env, "review_budget", "test"), _policy_rows(env, "urgent_sensitivity", "test")
     assert set(now.index) == {"all", "I-II", "III-IV", "V-VI"}
     for group in now.index:  # the whole split and each skin-tone group
-        assert table.loc[group, "reviewed, now"] == pytest.approx(now.loc[group, "defer_rate"])
-        assert table.loc[group, "reviewed, urgent_sensitivity"] == pytest.approx(other.loc[group, "defer_rate"])
-        assert table.loc[group, "reviewed, change"] == pytest.approx(other.loc[group, "defer_rate"]
-                                                                    - now.loc[group, "defer_rate"])
+        # shown as percentages and percentage points: the table holds the rates x 100
+        assert table.loc[group, "reviewed, now"] == pytest.approx(100 * now.loc[group, "defer_rate"])
+        assert table.loc[group, "reviewed, urgent_sensitivity"] == pytest.approx(100 * other.loc[group, "defer_rate"])
+        assert table.loc[group, "reviewed, change"] == pytest.approx(100 * (other.loc[group, "defer_rate"]
+                                                                            - now.loc[group, "defer_rate"]))
 
 
 def test_side_by_side_of_two_splits_applies_the_same_point_to_each(env):
@@ -46,10 +47,10 @@ def test_side_by_side_of_two_splits_applies_the_same_point_to_each(env):
     assert at.selectbox(key="deferral.other_split").value == "calib"  # the training clinics first
     table = _table(at, "reviewed, change").set_index("group")
     test, calib = _policy_rows(env, "review_budget", "test"), _policy_rows(env, "review_budget", "calib")
-    assert table.loc["all", "reviewed, test"] == pytest.approx(test.loc["all", "defer_rate"])
-    assert table.loc["all", "reviewed, calib"] == pytest.approx(calib.loc["all", "defer_rate"])
+    assert table.loc["all", "reviewed, test"] == pytest.approx(100 * test.loc["all", "defer_rate"])
+    assert table.loc["all", "reviewed, calib"] == pytest.approx(100 * calib.loc["all", "defer_rate"])
     assert table.loc["all", "urgent missed, change"] == pytest.approx(
-        calib.loc["all", "missed_urgent_rate"] - test.loc["all", "missed_urgent_rate"], nan_ok=True)
+        100 * (calib.loc["all", "missed_urgent_rate"] - test.loc["all", "missed_urgent_rate"]), nan_ok=True)
     clinic = table[table["by"] == "clinic"]
     held_out = clinic[clinic["cases, calib"].isna()]  # only the test side has the held-out clinic
     assert len(held_out) == 1 and held_out["reviewed, change"].isna().all()
@@ -110,7 +111,7 @@ def test_the_error_analysis_ranks_every_flagged_gap(env):
     assert f"**{len(flagged):,} flagged gaps**" in " ".join(x.value for x in at.markdown)
     if len(flagged):
         shown = _table(at, "best-served group")
-        assert shown["gap"].abs().iloc[0] == pytest.approx(flagged["gap"].abs().max())
+        assert shown["gap"].abs().iloc[0] == pytest.approx(100 * flagged["gap"].abs().max())  # in points
 
 
 def test_exports_say_what_they_hold_and_keep_numbers_numeric():

@@ -114,8 +114,9 @@ def test_each_stored_policy_shows_its_promise_beside_its_result(env):
     promises = next(d.value for d in at.dataframe if "promise" in d.value.columns).set_index("policy")
     for policy in ("review_budget", "target_accuracy", "urgent_sensitivity"):
         stored = _stored_policy(env, policy, "test")
-        assert promises.loc[policy, "reviewed"] == pytest.approx(stored["defer_rate"])
-        assert promises.loc[policy, "urgent missed"] == pytest.approx(stored["missed_urgent_rate"], nan_ok=True)
+        # rates are shown as percentages: the table holds them x 100
+        assert promises.loc[policy, "reviewed"] == pytest.approx(100 * stored["defer_rate"])
+        assert promises.loc[policy, "urgent missed"] == pytest.approx(100 * stored["missed_urgent_rate"], nan_ok=True)
     budget = _stored_policy(env, "review_budget", "test")
     assert promises.loc["review_budget", "promise"] == "review at most 20.0%"
     assert promises.loc["review_budget", "promise held"] == ("kept" if budget["defer_rate"] <= 0.2 else "broken")
@@ -161,7 +162,7 @@ def test_slices_page_table_matches_the_store(env):
     m = env["metrics"]
     stored = m[(m.model == "image_only") & (m.split == "test") & (m.slice == "fitzpatrick_group") &
                (m.metric == "accuracy")].set_index("slice_value")["value"]
-    np.testing.assert_allclose(shown.sort_index(), stored.sort_index())
+    np.testing.assert_allclose(shown.sort_index(), 100 * stored.sort_index())  # shown as percentages
 
 
 def test_cases_page_shows_the_cases_note_as_text(env, quick_run):
