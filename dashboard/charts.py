@@ -5,6 +5,10 @@ import altair as alt
 import pandas as pd
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9"]  # safe for colour-blind readers
+# Charts whose height counts rows: the width fits the page, the height is the plot's own (axes
+# and titles come on top). Streamlit's default ("fit" both ways) would squeeze the plot into
+# the height, and a discrete alt.Step height makes Vega drop the fit with a console warning.
+FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 
 
 def count_bars(df: pd.DataFrame, category: str, title: str, sort: str = "count") -> alt.Chart:
@@ -16,7 +20,7 @@ def count_bars(df: pd.DataFrame, category: str, title: str, sort: str = "count")
             .encode(y=alt.Y(f"{category}:N", sort=order, title=None),
                     x=alt.X("n:Q", title="cases"),
                     tooltip=[alt.Tooltip(f"{category}:N"), alt.Tooltip("n:Q", format=",")])
-            .properties(height=22 * max(len(df), 1)))  # a number, not alt.Step: the chart stretches to its column
+            .properties(height=22 * max(len(df), 1), autosize=FIT_WIDTH))
 
 
 def interval_bars(df: pd.DataFrame, y: str, title: str, x_title: str = "value") -> alt.Chart:
@@ -29,7 +33,7 @@ def interval_bars(df: pd.DataFrame, y: str, title: str, x_title: str = "value") 
         x="value:Q", color=colour,
         tooltip=[alt.Tooltip(f"{y}:N")] + [alt.Tooltip(f"{c}:Q", format=".3f") for c in ("value", "ci_low", "ci_high")
                                           if c in df] + ([alt.Tooltip("n:Q")] if "n" in df else []))
-    return (bars + points).properties(height=24 * max(df[y].nunique(), 1))
+    return (bars + points).properties(height=24 * max(df[y].nunique(), 1), autosize=FIT_WIDTH)
 
 
 def reliability(df: pd.DataFrame, title: str, colour: str = "kind", min_bin: int = 10) -> alt.Chart:
@@ -74,7 +78,8 @@ def confusion(df: pd.DataFrame, title: str) -> alt.Chart:
 
 def probabilities(df: pd.DataFrame) -> alt.Chart:
     return alt.Chart(df).mark_bar().encode(x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
-                                           y=alt.Y("class:N", sort=None, title=None)).properties(height=22 * len(df))
+                                           y=alt.Y("class:N", sort=None, title=None)).properties(
+        height=22 * len(df), autosize=FIT_WIDTH)
 
 
 def learning_curve(df: pd.DataFrame, title: str) -> alt.Chart:
@@ -94,15 +99,16 @@ def learning_curve(df: pd.DataFrame, title: str) -> alt.Chart:
     return (line + band + target).properties(height=220)  # the line first: its marks make the legend
 
 
-def heatmap(df: pd.DataFrame, value: str, title: str, fmt: str = ".0%") -> alt.Chart:
+def heatmap(df: pd.DataFrame, value: str, title: str, order: list[str], fmt: str = ".0%") -> alt.Chart:
     """Skin type x category cells of ``value`` (columns fitzpatrick, category, split, n),
-    one panel per split; cells under 30 cases faded, the value and n in each cell."""
+    one panel per split in ``order``; cells under 30 cases faded, the value and n in each cell."""
     base = alt.Chart(df).encode(x=alt.X("category:N", title=None, axis=alt.Axis(labelAngle=-30)),
                                 y=alt.Y("fitzpatrick:N", title="Fitzpatrick type", sort=None))
     cells = base.mark_rect().encode(
         color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues"), legend=alt.Legend(format=fmt), title=None),
         opacity=alt.condition("datum.n >= 30", alt.value(1.0), alt.value(0.3)),
         tooltip=["split:N", "fitzpatrick:N", "category:N", alt.Tooltip(f"{value}:Q", format=fmt), "n:Q"])
-    text = base.mark_text(fontSize=11).encode(text=alt.Text("label:N"))
-    return (cells + text).properties(width=alt.Step(90), height=alt.Step(34)).facet(
-        column=alt.Column("split:N", title=None, sort=None), title=title)
+    text = base.mark_text(fontSize=10).encode(text=alt.Text("label:N"))
+    k = max(df["category"].nunique(), 1)
+    return (cells + text).properties(width=64 * k, height=30 * max(df["fitzpatrick"].nunique(), 1)).facet(
+        column=alt.Column("split:N", title=None, sort=order), title=title)

@@ -22,10 +22,13 @@ def ranked_gaps(metrics: pd.DataFrame, metrics_kept=KEY_METRICS) -> pd.DataFrame
     m = m.assign(size=m["gap"].abs()).sort_values(["size", "split", "slice", "slice_value"],
                                                   ascending=[False, True, True, True])
     return pd.DataFrame({"split": m["split"], "by": m["slice"].map(words.name), "group": m["slice_value"],
-                         "metric": m["metric"].map(words.name), "value": m["value"], "ci_low": m["ci_low"],
-                         "ci_high": m["ci_high"], "gap": m["gap"], "gap_low": m["gap_low"],
-                         "gap_high": m["gap_high"], "best-served group": m["gap_reference"],
+                         "metric": m["metric"].map(words.name), "value": m["value"], "95% low": m["ci_low"],
+                         "95% high": m["ci_high"], "gap": m["gap"], "gap 95% low": m["gap_low"],
+                         "gap 95% high": m["gap_high"], "best-served group": m["gap_reference"],
                          "cases": m["n"]}).reset_index(drop=True)
+
+
+GAP_NUMBERS = ("value", "95% low", "95% high", "gap", "gap 95% low", "gap 95% high")
 
 
 MEASURES = ("accuracy", "reviewed", "urgent missed")

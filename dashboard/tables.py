@@ -91,7 +91,12 @@ def defer_bins(bins: pd.DataFrame) -> pd.DataFrame:
 
 
 def conformal_coverage(conf: pd.DataFrame) -> pd.DataFrame:
-    return conf.pivot_table(index=["method", "mode"], columns="slice_value", values="coverage").round(3)
+    """Per method (LAC, APS) and mode (one threshold, or one per skin-tone group), the share of
+    cases whose prediction set holds the true category, per group."""
+    table = conf.pivot_table(index=["method", "mode"], columns="slice_value", values="coverage").reset_index()
+    table.columns.name = None
+    return table.assign(method=table["method"].str.upper(),
+                        mode=table["mode"].map({"mondrian": "per skin-tone group", "marginal": "one for all"}))
 
 
 def slice_families(metrics: pd.DataFrame) -> list[str]:

@@ -138,7 +138,8 @@ ui.table(dt.policy_promises(achieved), dt.READABLE_PERCENT)
 
 st.subheader("Prediction sets by skin-tone group")
 conf = queries.run_table(path, version, run.run_id, "conformal", model=model, split=split)
-st.dataframe(tables.conformal_coverage(conf), width="stretch")
+coverage = tables.conformal_coverage(conf)
+ui.table(coverage, {c: "pct" for c in coverage.columns[2:]})
 st.caption("Share of cases whose set holds the true category, against the target 1 - alpha (90%). "
            + words.GLOSSARY["prediction set"])
 

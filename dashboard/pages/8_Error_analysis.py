@@ -21,8 +21,7 @@ splits = st.multiselect("Splits", et.SPLIT_ORDER, default=list(et.SPLIT_ORDER), 
 gaps = et.ranked_gaps(metrics[metrics["split"].isin(splits)])
 st.markdown(f"**{len(gaps):,} flagged gaps** for {ui.plain(model)}, largest first: a group's value minus the "
             "best-served group's, with a 95% interval that excludes 0 (groups of at least 30 cases).")
-ui.table(gaps.head(30), {c: "pct" for c in ("value", "ci_low", "ci_high", "gap", "gap_low", "gap_high")}
-         | {"cases": "int"})
+ui.table(gaps.head(30), {c: "pct" for c in et.GAP_NUMBERS} | {"cases": "int"})
 st.caption("Rates and calibration errors are both shown as percentages (an ECE of 0.041 reads 4.1%).")
 ui.download_buttons(gaps, f"{run.run_id}_{model}_flagged_gaps", "errors.download",
                     page.about(model=model, split=",".join(splits), metric="key metrics"))
@@ -37,7 +36,8 @@ cells = et.tone_by_category(queries.predictions(path, version, run.run_id), mode
 if cells.empty:
     st.info("No case of this model on the training or held-out clinics.")
 else:
-    st.altair_chart(charts.heatmap(cells, measure, f"{measure} of {model}, by Fitzpatrick type and true category"),
+    st.altair_chart(charts.heatmap(cells, measure, f"{measure} of {model}, by Fitzpatrick type and true category",
+                                   order=[words.SPLIT_NAMES[s] for s in et.SPLIT_ORDER]),
                     width="content")
     st.caption(f"Operating point: deferral score at or above {threshold:.3f}"
                + (f" ({ui.plain(policy)})" if policy else "") + ", from the Deferral page. Cell: value (cases); "

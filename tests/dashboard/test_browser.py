@@ -46,13 +46,33 @@ def _markdown(page, start: str) -> str:
     return found[0]
 
 
-def _open_a_missed_case(page, p, threshold: float) -> None:
-    """On the Cases page reached from Deferral at review_budget: filter the urgent patients
-    missed and not reviewed (recounted from the predictions), click the first row, read its reason."""
-    caption = page.get_by_text("Reviewed: deferral score at or above").first
-    caption.wait_for(timeout=60_000)
-    assert "(review_budget)" in caption.inner_text()
+def _every_page(page, server: Server, run_id: str) -> None:
+    for name in PAGES:
+        page.goto(server.url(name, run=run_id, model="late_fusion", split="test"))
+        page.locator('[data-testid="stMain"]').first.wait_for(timeout=90_000)
+        settle(page)
+        page.wait_for_timeout(1000)  # charts render after the script ends
+        assert not page.locator('[data-testid="stException"]').count(), name
+
+
+def _press(page, key: str) -> None:
+    """Press ``key`` on the Deferral slider and wait for the share reviewed to change."""
+    before = metric(page, "Reviewed")
+    handle = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    handle.focus()
+    handle.press(key)
+    page.wait_for_function(
+        "(b) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
+        ".find(e => e.innerText.includes('Reviewed'));"
+        " return m && !m.innerText.includes(b); }", arg=before, timeout=60_000)
+
+
+def _open_a_missed_case(page, preds, threshold: float) -> None:
+    """On the Cases page of text_only at ``threshold``: filter the urgent patients missed and
+    not reviewed (recounted from the predictions), click the first row, read its reason."""
+    page.get_by_text(f"Reviewed: deferral score at or above {threshold:.3f}").first.wait_for(timeout=90_000)
     _pick(page, "Show only cases that are", "missed urgent, not reviewed")
+    p = preds[(preds.model == "text_only") & (preds.split == "test")]
     missed = p[p.y_true.isin(URGENT) & ~p.y_pred.isin(URGENT) & (p.defer_score < threshold)]
     assert len(missed) and _markdown(page, f"{len(missed):,} of {len(p):,} cases")  # the fixture holds some
     if True:
@@ -65,17 +85,16 @@ def _open_a_missed_case(page, p, threshold: float) -> None:
 
 
 def test_a_meeting_moves_the_slider_compares_policies_and_opens_a_missed_case(quick_run, synth_store, tmp_path):
-    """Deferral: the slider, a stored policy, side by side with another; then the Cases page
-    (reached by its link) at that policy, filtered to urgent patients missed and not
-    reviewed, a row clicked and its reason read. No Vega warning on the way."""
+    """Deferral: the slider, a stored policy, side by side with another; the Cases page
+    (reached by its link) at that policy; the Cases page of a shared link filtered to urgent
+    patients missed and not reviewed, a row clicked and its reason read; then every page.
+    No Vega warning on the way."""
     out = ROOT / "test-artifacts"
     out.mkdir(exist_ok=True)
     run_id = quick_run["run_id"]
     with TriageStore(synth_store, read_only=True) as store:
         policies = store.read_table("policies", run_id, model="late_fusion", slice="overall").set_index(
             ["policy", "split"])
-    p = quick_run["preds"]
-    p = p[(p.model == "late_fusion") & (p.split == "test")]
     server = Server(synth_store)
     pw, context = browser(tmp_path)
     warnings = []
@@ -85,14 +104,7 @@ def test_a_meeting_moves_the_slider_compares_policies_and_opens_a_missed_case(qu
         page.goto(server.url("Deferral", run=run_id, model="late_fusion", split="test"))
         page.locator('[data-testid="stMetric"]').first.wait_for(timeout=90_000)
         settle(page)
-        before = metric(page, "Reviewed")
-        handle = page.locator('[data-testid="stSlider"] input[type="range"]').first
-        handle.focus()
-        handle.press("Home")  # threshold 0: every case is reviewed
-        page.wait_for_function(
-            "(b) => { const m = [...document.querySelectorAll('[data-testid=\"stMetric\"]')]"
-            ".find(e => e.innerText.includes('Reviewed'));"
-            " return m && !m.innerText.includes(b); }", arg=before, timeout=60_000)
+        _press(page, "Home")  # threshold 0: every case is reviewed
         assert metric(page, "Reviewed") == "100.0%" and "threshold=0.000" in page.url
 
         _pick(page, "Start from a stored policy", "review_budget")
@@ -104,30 +116,17 @@ def test_a_meeting_moves_the_slider_compares_policies_and_opens_a_missed_case(qu
         assert (f"reviewed {100 * budget['defer_rate']:.1f}% vs {100 * urgent['defer_rate']:.1f}% "
                 f"({change:+.1f} pts)") in said
         page.screenshot(path=str(out / "deferral.png"), full_page=True)
-
         page.get_by_role("link", name="Cases").click()  # the operating point and the model carry
-        _open_a_missed_case(page, p, policies.loc[("review_budget", "calib"), "threshold"])
+        caption = page.get_by_text("Reviewed: deferral score at or above").first
+        caption.wait_for(timeout=60_000)
+        fitted = policies.loc[("review_budget", "calib"), "threshold"]
+        assert f"at or above {fitted:.3f} (review_budget)" in caption.inner_text()
+        # A shared link at a threshold that reviews nothing (the fixture's rule-out rule
+        # reviews every urgent patient a model misses at any threshold up to 1).
+        page.goto(server.url("Cases", run=run_id, model="text_only", split="test", threshold="1.5"))
+        _open_a_missed_case(page, quick_run["preds"], 1.5)
         page.screenshot(path=str(out / "cases.png"), full_page=True)
-        assert not warnings, warnings
-    finally:
-        context.close()
-        pw.stop()
-        server.stop()
-
-
-def test_no_page_logs_a_vega_warning(quick_run, synth_store, tmp_path):
-    server = Server(synth_store)
-    pw, context = browser(tmp_path)
-    warnings = []
-    try:
-        page = context.new_page()
-        page.on("console", lambda m: warnings.append(m.text) if "WARN" in m.text else None)
-        for name in PAGES:
-            page.goto(server.url(name, run=quick_run["run_id"], model="late_fusion", split="test"))
-            page.locator('[data-testid="stMain"]').first.wait_for(timeout=90_000)
-            settle(page)
-            page.wait_for_timeout(1500)  # charts render after the script ends
-            assert not page.locator('[data-testid="stException"]').count(), name
+        _every_page(page, server, run_id)
         assert not warnings, warnings
     finally:
         context.close()
