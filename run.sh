@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for everything: ./run.sh [all|test|synth|ingest|fit|explain|report|docs|serve|env] (see ./run.sh --help).
+# One command for everything: ./run.sh [all|test|test-slow|synth|ingest|fit|explain|report|docs|serve|env] (see ./run.sh --help).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,7 +20,9 @@ usage() {
 Usage: ./run.sh [command]
 
   all (default)  set up, simulate DermSynth-14k (once), ingest it, train and explain (once), serve the dashboard
-  test           set up, then run the whole test suite
+  test           set up, then run the test suite but its slow tier (pytest -m "not slow"; extra pytest
+                 arguments pass through)
+  test-slow      the slow tier: fault injection with real processes killed, whole fits (about 4 minutes)
   synth          simulate DermSynth-14k into \$TRIAGE_DATA (default data/dermsynth)
   ingest         ingest \$TRIAGE_DATA/manifest.csv into \$TRIAGE_DB (default data/triage.duckdb)
   fit            train the five models, calibrate, audit, report the held-out clinic's shift and learning
@@ -114,7 +116,8 @@ serve() {
 case "${1:-all}" in
   -h|--help|help) usage ;;
   env) ensure_env; echo "[run.sh] environment ready: $VENV" ;;
-  test) ensure_env; shift; exec "$PY" -m pytest "$@" ;;
+  test) ensure_env; shift; exec "$PY" -m pytest -m "not slow" "$@" ;;
+  test-slow) ensure_env; shift; exec "$PY" -m pytest -m slow "$@" ;;
   synth) ensure_env; synth ;;
   ingest) ensure_env; ingest ;;
   fit) ensure_env; fit ;;

@@ -18,6 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 from data_store.store import StoreError, TriageStore
 
+pytestmark = pytest.mark.slow  # real processes killed mid-write and whole fits: `./run.sh test-slow`
+
 ROOT = Path(__file__).resolve().parents[3]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -109,6 +111,7 @@ import os, signal, sys
 from pathlib import Path
 import trainer.commands.report as report
 from trainer.__main__ import main
+
 step = sys.argv.pop(1)
 original = getattr(report, step)
 def dying(doc, paths, *rest):

@@ -185,6 +185,7 @@ def test_nothing_is_fitted_on_test(stored, quick_run):
     pd.testing.assert_series_equal(pol_a["threshold"], pol_b["threshold"])
 
 
+@pytest.mark.slow  # the whole post-hoc step, three times over
 def test_calibrate_cli_reruns_and_adds_a_named_slice(quick_run, synth_store, capsys):
     run_id = quick_run["run_id"]
     assert main(["calibrate", "--db", str(synth_store), "--run", run_id, "--audit-extra", "sex"]) == 0
