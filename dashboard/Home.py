@@ -76,8 +76,9 @@ st.dataframe(words.columns(tables.headline(metrics)), width="stretch")
 chosen = tables.chosen_model(metrics[metrics["split"] == "val"])
 miss = tables.overall(metrics[metrics["split"] == "test"], "missed_urgent_rate")
 st.markdown(f"**The run's choice: {ui.plain(chosen)}**, the best macro F1 on the validation clinic (val), never on "
-            f"the held-out clinic. At the held-out clinic it misses {tables.value_of(miss, chosen, 'missed_urgent_rate')}"
-            " of urgent patients (called non-urgent and not reviewed, at the default policy).")
+            "the held-out clinic. At the held-out clinic it misses "
+            f"{tables.value_of(miss, chosen, 'missed_urgent_rate')} of urgent patients (called non-urgent and not "
+            "reviewed, at the default policy).")
 policy = queries.default_policy(run)
 stored = queries.run_table(path, version, run_id, "policies", model=chosen, policy=policy, split="calib",
                            slice="overall")

@@ -9,6 +9,7 @@ OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9"]  
 # and titles come on top). Streamlit's default ("fit" both ways) would squeeze the plot into
 # the height, and a discrete alt.Step height makes Vega drop the fit with a console warning.
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
+NATURAL = alt.AutoSizeParams(type="pad")  # a chart of fixed cells: its own size, axes around it
 
 
 def count_bars(df: pd.DataFrame, category: str, title: str, sort: str = "count") -> alt.Chart:
@@ -70,10 +71,12 @@ def confusion(df: pd.DataFrame, title: str) -> alt.Chart:
     """Heatmap of counts: columns true, predicted, n. Each cell has a fixed size, so every row
     and label shows; the size is a number (Vega drops fit sizes on a discrete step and warns)."""
     k = max(df["true"].nunique(), 1)
-    base = alt.Chart(df, title=title).encode(x=alt.X("predicted:N", sort=None, axis=alt.Axis(labelAngle=-30)),
+    labels = alt.Axis(labelAngle=-40, labelOverlap=False)  # every category named, none hidden
+    base = alt.Chart(df, title=title).encode(x=alt.X("predicted:N", sort=None, axis=labels),
                                              y=alt.Y("true:N", sort=None))
-    return (base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues"), title="cases"))
-            + base.mark_text(fontSize=13).encode(text="n:Q")).properties(height=44 * k, width=100 * k)
+    return (base.mark_rect().encode(color=alt.Color("n:Q", scale=alt.Scale(scheme="blues"), legend=None))
+            + base.mark_text(fontSize=13).encode(text="n:Q")).properties(height=40 * k, width=78 * k,
+                                                                          autosize=NATURAL)
 
 
 def probabilities(df: pd.DataFrame) -> alt.Chart:
@@ -102,7 +105,7 @@ def learning_curve(df: pd.DataFrame, title: str) -> alt.Chart:
 def heatmap(df: pd.DataFrame, value: str, title: str, order: list[str], fmt: str = ".0%") -> alt.Chart:
     """Skin type x category cells of ``value`` (columns fitzpatrick, category, split, n),
     one panel per split in ``order``; cells under 30 cases faded, the value and n in each cell."""
-    base = alt.Chart(df).encode(x=alt.X("category:N", title=None, axis=alt.Axis(labelAngle=-30)),
+    base = alt.Chart(df).encode(x=alt.X("category:N", title=None, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
                                 y=alt.Y("fitzpatrick:N", title="Fitzpatrick type", sort=None))
     cells = base.mark_rect().encode(
         color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues"), legend=alt.Legend(format=fmt), title=None),

@@ -108,30 +108,31 @@ COMPARED = ("defer_rate", "accepted_accuracy", "missed_urgent_rate")
 
 
 def side_by_side(a: pd.DataFrame, b: pd.DataFrame, labels: tuple[str, str]) -> pd.DataFrame:
-    """Two operating points (``OperatingPoints.at`` rows) slice by slice: cases, reviewed,
-    right when kept and urgent missed at each, and the change from ``a`` to ``b`` (a slice
-    only one side has shows n/a for the other and for the change)."""
+    """Two operating points (``OperatingPoints.at`` rows) slice by slice, one row per slice and
+    measure (reviewed, right when kept, urgent missed): its value at each, the change from
+    ``a`` to ``b``, and the cases at each (a slice only one side has: n/a on the other side
+    and for the change)."""
     keys = ["slice", "slice_value"]
     both = a[[*keys, "n", *COMPARED]].merge(b[[*keys, "n", *COMPARED]], on=keys, how="outer", suffixes=("\0a", "\0b"))
     both = both.assign(order=both["slice"].map({s: i for i, s in enumerate(SLICE_WORDS)}).fillna(len(SLICE_WORDS)))
     both = both.sort_values(["order", "slice", "slice_value"])
-    out = pd.DataFrame({"by": both["slice"].map(SLICE_WORDS).fillna(both["slice"]), "group": both["slice_value"],
-                        f"cases, {labels[0]}": both["n\0a"], f"cases, {labels[1]}": both["n\0b"]})
-    for c in COMPARED:
-        name = READABLE[c]
-        out[f"{name}, {labels[0]}"] = both[f"{c}\0a"]
-        out[f"{name}, {labels[1]}"] = both[f"{c}\0b"]
-        out[f"{name}, change"] = both[f"{c}\0b"] - both[f"{c}\0a"]
-    return out.reset_index(drop=True)
+    rows = []
+    for r in both.to_dict("records"):
+        for c in COMPARED:
+            rows.append({"by": SLICE_WORDS.get(r["slice"], r["slice"]), "group": r["slice_value"],
+                         "measure": READABLE[c], labels[0]: r[f"{c}\0a"], labels[1]: r[f"{c}\0b"],
+                         "change": r[f"{c}\0b"] - r[f"{c}\0a"], f"cases, {labels[0]}": r["n\0a"],
+                         f"cases, {labels[1]}": r["n\0b"]})
+    return pd.DataFrame(rows)
 
 
 SLICE_WORDS = {"overall": "all cases", "fitzpatrick_group": "skin-tone group", "clinic": "clinic"}
 
 
 def side_by_side_formats(table: pd.DataFrame) -> dict[str, str]:
-    """How ``ui.table`` shows ``side_by_side``: rates as percentages, changes in points (+/-)."""
-    return {c: "pts" if c.endswith("change") else "pct" for c in table.columns[4:]} | \
-        {c: "int" for c in table.columns[2:4]}
+    """How ``ui.table`` shows ``side_by_side``: rates as percentages, the change in points."""
+    a, b = table.columns[3:5]
+    return {a: "pct", b: "pct", "change": "pts", f"cases, {a}": "int", f"cases, {b}": "int"}
 
 
 def resolve(point: dict | None, thresholds: dict[str, float], per_group: dict[str, dict[str, float]],
@@ -154,13 +155,12 @@ BY_HAND = "(a threshold)"
 
 
 def compare_words(table: pd.DataFrame, labels: tuple[str, str]) -> str:
-    """The whole split's row of ``side_by_side`` in words."""
-    row = table[table["by"] == SLICE_WORDS["overall"]].iloc[0]
+    """The whole split's rows of ``side_by_side`` in words."""
     parts = []
-    for c in COMPARED:
-        name = READABLE[c]
-        a, b = row[f"{name}, {labels[0]}"], row[f"{name}, {labels[1]}"]
-        parts.append(f"{name} {_pct(a)} vs {_pct(b)}" + ("" if pd.isna(b - a) else f" ({100 * (b - a):+.1f} pts)"))
+    for r in table[table["by"] == SLICE_WORDS["overall"]].to_dict("records"):
+        a, b = r[labels[0]], r[labels[1]]
+        parts.append(f"{r['measure']} {_pct(a)} vs {_pct(b)}" + ("" if pd.isna(b - a) else
+                                                                   f" ({100 * (b - a):+.1f} pts)"))
     return f"All cases, {labels[0]} vs {labels[1]}: " + "; ".join(parts) + "."
 
 

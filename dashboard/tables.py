@@ -62,7 +62,8 @@ def by_category(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparisons(comp: pd.DataFrame) -> pd.DataFrame:
-    return comp.assign(difference=with_interval(comp))[["model", "baseline", "metric", "difference", "n"]]
+    out = comp.assign(difference=with_interval(comp), metric=comp["metric"].map(words.name))
+    return out[["model", "baseline", "metric", "difference", "n"]]
 
 
 def confusion(preds: pd.DataFrame, model: str, split: str, classes: list[str], kept=None) -> pd.DataFrame:

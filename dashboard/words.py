@@ -56,7 +56,8 @@ def columns(frame: pd.DataFrame) -> pd.DataFrame:
 
 GLOSSARY = {
     "deferral score": "The estimated probability that a clinician should review the model's output: the chance "
-                      "it is wrong, or 1 when it calls a case non-urgent while urgent categories keep real probability.",
+                      "it is wrong, or 1 when it calls a case non-urgent while urgent categories keep real "
+                      "probability.",
     "threshold": "Cases whose deferral score is at or above it go to a clinician; the rest are decided by the model.",
     "reviewed": "Share of cases sent to a clinician (deferred).",
     "kept": "Share of cases decided by the model alone (1 - reviewed).",

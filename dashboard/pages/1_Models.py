@@ -29,8 +29,10 @@ c[1].metric(f"Urgent patients {chosen} misses on {split}",
             help=words.GLOSSARY["urgent missed"] + " At the run's default policy.")
 st.markdown("**Accuracy per category** (share of each true category predicted right)")
 st.dataframe(tables.by_category(metrics), width="stretch")
-st.markdown("**Urgent missed per model** (at the run's default policy)")
-st.dataframe(words.columns(tables.headline(metrics, split)), width="stretch")
+st.markdown("**Urgent patients missed, reviewed and right when kept, per model** (at the run's default policy)")
+head = tables.headline(metrics, split)
+st.dataframe(words.columns(head[[c for c in ("missed_urgent_rate", "defer_rate", "accepted_accuracy") if c in head]]),
+             width="stretch")
 
 st.subheader("Fusion against the baselines")
 comp = queries.run_table(page.path, page.version, run.run_id, "comparisons", split=split)

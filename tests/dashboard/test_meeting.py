@@ -30,31 +30,35 @@ def test_side_by_side_of_two_policies_shows_the_stored_change_per_group(env):
     at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
     at.selectbox(key="deferral.other").set_value("urgent_sensitivity").run()
     assert not at.exception
-    table = _table(at, "reviewed, change").set_index("group")
+    table = _table(at, "change")
     now, other = _policy_rows(env, "review_budget", "test"), _policy_rows(env, "urgent_sensitivity", "test")
     assert set(now.index) == {"all", "I-II", "III-IV", "V-VI"}
-    for group in now.index:  # the whole split and each skin-tone group
-        # shown as percentages and percentage points: the table holds the rates x 100
-        assert table.loc[group, "reviewed, now"] == pytest.approx(100 * now.loc[group, "defer_rate"])
-        assert table.loc[group, "reviewed, urgent_sensitivity"] == pytest.approx(100 * other.loc[group, "defer_rate"])
-        assert table.loc[group, "reviewed, change"] == pytest.approx(100 * (other.loc[group, "defer_rate"]
-                                                                            - now.loc[group, "defer_rate"]))
+    for measure, column in (("reviewed", "defer_rate"), ("urgent missed", "missed_urgent_rate")):
+        rows = table[table["measure"] == measure].set_index("group")
+        for group in now.index:  # the whole split and each skin-tone group
+            # shown as percentages and percentage points: the table holds the rates x 100
+            a, b = now.loc[group, column], other.loc[group, column]
+            assert rows.loc[group, "now"] == pytest.approx(100 * a, nan_ok=True)
+            assert rows.loc[group, "urgent_sensitivity"] == pytest.approx(100 * b, nan_ok=True)
+            assert rows.loc[group, "change"] == pytest.approx(100 * (b - a), nan_ok=True)
 
 
 def test_side_by_side_of_two_splits_applies_the_same_point_to_each(env):
     at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test").run()
     at.radio(key="deferral.compare").set_value("the same operating point on another split").run()
     assert at.selectbox(key="deferral.other_split").value == "calib"  # the training clinics first
-    table = _table(at, "reviewed, change").set_index("group")
+    table = _table(at, "change")
     test, calib = _policy_rows(env, "review_budget", "test"), _policy_rows(env, "review_budget", "calib")
-    assert table.loc["all", "reviewed, test"] == pytest.approx(100 * test.loc["all", "defer_rate"])
-    assert table.loc["all", "reviewed, calib"] == pytest.approx(100 * calib.loc["all", "defer_rate"])
-    assert table.loc["all", "urgent missed, change"] == pytest.approx(
+    reviewed = table[table["measure"] == "reviewed"].set_index("group")
+    assert reviewed.loc["all", "test"] == pytest.approx(100 * test.loc["all", "defer_rate"])
+    assert reviewed.loc["all", "calib"] == pytest.approx(100 * calib.loc["all", "defer_rate"])
+    missed = table[table["measure"] == "urgent missed"].set_index("group")
+    assert missed.loc["all", "change"] == pytest.approx(
         100 * (calib.loc["all", "missed_urgent_rate"] - test.loc["all", "missed_urgent_rate"]), nan_ok=True)
-    clinic = table[table["by"] == "clinic"]
+    clinic = reviewed[reviewed["by"] == "clinic"]
     held_out = clinic[clinic["cases, calib"].isna()]  # only the test side has the held-out clinic
-    assert len(held_out) == 1 and held_out["reviewed, change"].isna().all()
-    assert clinic["cases, test"].sum() == table.loc["all", "cases, test"]
+    assert len(held_out) == 1 and held_out["change"].isna().all()
+    assert clinic["cases, test"].sum() == reviewed.loc["all", "cases, test"]
 
 
 def test_a_group_policy_picked_on_deferral_decides_the_cases_page(env):
