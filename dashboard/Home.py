@@ -71,7 +71,7 @@ st.caption(f"Dataset {ui.plain(run['dataset'])}, held-out clinic {ui.plain(run['
 metrics = queries.run_table(path, version, run_id, "metrics", slice="overall")
 st.markdown("**Held-out clinic (test split)**: value (95% patient-bootstrap interval); deferral at the "
             "run's default policy.")
-st.dataframe(words.columns(tables.headline(metrics)), width="stretch")
+st.table(words.columns(tables.headline(metrics)))  # a static table wraps: every column shows
 
 chosen = tables.chosen_model(metrics[metrics["split"] == "val"])
 miss = tables.overall(metrics[metrics["split"] == "test"], "missed_urgent_rate")

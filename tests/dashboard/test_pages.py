@@ -192,7 +192,7 @@ def test_home_headline_and_handoff_tables_match_the_store(env):
     home.query_params["run"] = env["run_id"]
     home.run()
     assert not home.exception
-    headline = home.dataframe[-1].value
+    headline = home.table[-1].value
     handoff = open_page("6_Handoff.py", env["store"], env["run_id"]).run()
     assert not handoff.exception
     first = handoff.dataframe[0].value.set_index("model")
