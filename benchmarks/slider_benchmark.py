@@ -83,6 +83,14 @@ def measure(root: Path, db: Path, run: str, n: int, whole: bool, profile: Path) 
     return out
 
 
+def verdict(rows: dict) -> str:
+    """The target against the worst of this version's medians, and the ratio to the previous one."""
+    ours = max(r["top_median_ms"] for name, r in rows.items() if name.startswith("this version"))
+    previous = next(r["top_median_ms"] for name, r in rows.items() if name.startswith("previous"))
+    return (f"To the first number: {ours:.0f} ms at worst for this version, {ours / previous:.2f}x the previous "
+            f"version's {previous:.0f} ms; the 150 ms target is {'met' if ours <= 150 else 'missed'} on this machine.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="data/triage.duckdb")
@@ -121,7 +129,7 @@ def main() -> None:
             "websocket frame), so the page's own work is the third column.\n\n"
             "| version | until the browser sends, median ms | to the first number, median ms | of which after "
             "sending, ms | to the whole page, median ms |\n|:--|--:|--:|--:|--:|\n"
-            f"{lines}\n")
+            f"{lines}\n\n{verdict(rows)}\n")
     replace_block(ROOT / "docs" / "BENCHMARKS.md", "slider", text)
     print(text)
 

@@ -135,19 +135,22 @@ def side_by_side_formats(table: pd.DataFrame) -> dict[str, str]:
     return {a: "pct", b: "pct", "change": "pts", f"cases, {a}": "int", f"cases, {b}": "int"}
 
 
+START = 0.5  # the slider's start when nothing says otherwise (a model without stored policies)
+
+
 def resolve(point: dict | None, thresholds: dict[str, float], per_group: dict[str, dict[str, float]],
             default: str) -> tuple[str | None, float, dict[str, float]]:
     """The operating point a page shows: (policy or None, threshold, per-group thresholds).
-    ``point``: what the Deferral page left ({"policy": name} or {"threshold": t}); a policy
-    the model does not have, or no point at all, falls back to the threshold, then to the
-    run's ``default`` policy."""
+    ``point``: what the Deferral page left ({"policy": name, "threshold": the threshold it
+    showed} or {"threshold": t}). A policy this model does not have gives way to the
+    threshold that was shown; no point at all to the run's ``default`` policy, else ``START``."""
     point = point or {}
     name = point.get("policy") if point.get("policy") in thresholds else None
     if name is None and point.get("threshold") is None:
         name = default if default in thresholds else None
     if name is not None:
         return name, thresholds[name], per_group.get(name, {})
-    return None, float(point.get("threshold", 0.5)), {}
+    return None, float(point.get("threshold", START)), {}
 
 
 COMPARE = ("another threshold or policy", "the same operating point on another split")

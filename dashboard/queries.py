@@ -121,6 +121,19 @@ def case_reasons(path: str, version: float | None, run_id: str, model: str, spli
     return reasons(path, run_id, model, split)
 
 
+@st.cache_data(show_spinner=False)
+def model_policies(path: str, version: float | None, run_id: str, model: str) -> pd.DataFrame:
+    """A model's stored policies (overall rows), as fitted: on calib for a trained model; an
+    adapted variant has its own, refitted on its clinic's labelled cases and stored on the
+    split it is judged on."""
+    with TriageStore(path, read_only=True) as store:
+        rows = store.read_table("policies", run_id, model=model, slice="overall")
+    if rows.empty:
+        return rows
+    first = "calib" if "calib" in set(rows["split"]) else sorted(set(rows["split"]))[0]
+    return rows[rows["split"] == first].reset_index(drop=True)
+
+
 def explain_now(path: str, run_id: str, model: str, case_id: str, target: str | None = None) -> pd.DataFrame:
     """Compute a case's attributions on demand (imports torch only now): stored for its
     predicted class, returned without storing for another ``target`` class."""
@@ -170,5 +183,5 @@ def delete_policy(path: str, run_id: str, model: str, name: str) -> None:
 
 __all__ = ["StoreError", "db_path", "store_version", "datasets", "dataset_summary", "is_simulated", "urgent_classes",
            "default_policy", "runs", "unfinished_runs", "run_table", "predictions", "case", "attributions",
-           "operating_points", "case_reasons", "explain_now", "build_handoff", "new_clinic", "variants", "save_policy",
-           "delete_policy"]
+           "operating_points", "model_policies", "case_reasons", "explain_now", "build_handoff", "new_clinic",
+           "variants", "save_policy", "delete_policy"]

@@ -122,6 +122,23 @@ def carry(**values) -> None:
         st.session_state[f"carried.{name}"] = value
 
 
+def point_from_link() -> None:
+    """A shared link's operating point (``?policy=NAME`` and ``?threshold=T``), when the
+    session has none yet; a threshold that is not a number is refused with a warning."""
+    if carried("point") is not None or not {"policy", "threshold"} & set(st.query_params):
+        return
+    point = {}
+    if "threshold" in st.query_params:
+        try:
+            point["threshold"] = float(st.query_params["threshold"])
+        except ValueError:
+            st.warning(f"The link's threshold {plain(st.query_params['threshold'])} is not a number; it is ignored.")
+    if "policy" in st.query_params:
+        point["policy"] = st.query_params["policy"]
+    if point:
+        carry(point=point)
+
+
 def glossary(*terms: str) -> None:
     """The page's glossary, folded, at the foot of the sidebar."""
     with st.sidebar.expander("Glossary"):

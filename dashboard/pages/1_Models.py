@@ -43,8 +43,7 @@ st.caption("Paired bootstrap: both models scored on the same resampled patients;
 st.subheader("Confusion matrix")
 model = ui.model_picker(where=st, variants=queries.variants(page.path, page.version, run.run_id))
 preds = queries.predictions(page.path, page.version, run.run_id)
-policies = queries.run_table(page.path, page.version, run.run_id, "policies", model=model, split="calib",
-                             slice="overall")
+policies = queries.model_policies(page.path, page.version, run.run_id, model)
 policy, threshold, groups = dt.resolve(ui.carried("point"), dt.policy_thresholds(policies),
                                        dt.group_thresholds(policies), queries.default_policy(run))
 classes = list(run["classes"])

@@ -19,12 +19,11 @@ page = ui.header("Deferral")
 path, version, run, model, split = page.path, page.version, page.run, page.model, page.split
 urgent = queries.urgent_classes(path, version, run["dataset"])
 points = queries.operating_points(path, version, run.run_id, model, split, urgent)
-policies = queries.run_table(path, version, run.run_id, "policies", model=model, split="calib", slice="overall")
+policies = queries.model_policies(path, version, run.run_id, model)
 thresholds, per_group = dt.policy_thresholds(policies), dt.group_thresholds(policies)
 saved = dt.saved_policies(policies)
 KEEP, SLIDER, PICK = "(keep the slider)", "deferral.threshold", "deferral.policy"
-if ui.carried("point") is None and "threshold" in st.query_params:  # a shared link
-    ui.carry(point={"threshold": float(st.query_params["threshold"])})
+ui.point_from_link()
 
 
 def current() -> tuple[str | None, float, dict[str, float]]:
@@ -43,24 +42,28 @@ def moved():
 
 
 def controls() -> tuple[str | None, float, dict[str, float]]:
-    """The policy box and the slider, showing the current operating point."""
+    """The policy box and the slider, both showing the operating point the numbers use."""
     policy, threshold, groups = current()
-    if policy is not None or SLIDER not in st.session_state:  # the slider shows the policy's threshold
-        st.session_state[SLIDER] = min(max(round(threshold, 3), 0.0), 1.0)
+    st.session_state[SLIDER] = min(max(round(threshold, 3), 0.0), 1.0)
     st.session_state[PICK] = policy or KEEP
-    st.selectbox("Start from a stored policy (fitted on calib; 'saved' ones were saved here)",
+    st.selectbox("Start from a stored policy ('saved' ones were saved here)",
                  [KEEP] + sorted(thresholds), key=PICK, on_change=use_policy,
                  format_func=lambda p: f"{p} (saved)" if p in saved else p)
     st.slider("Defer to a clinician when the deferral score is at least", 0.0, 1.0, step=0.005, key=SLIDER,
               format="%.3f", on_change=moved)
-    st.query_params["threshold"] = f"{threshold:.3f}"
-    ui.carry(point={"policy": policy} if policy else {"threshold": threshold})  # for the other pages
-    if groups or not 0 <= threshold <= 1:
-        st.info(f"Policy {ui.plain(policy)} defers "
-                + ("each skin-tone group at its own threshold: " + ", ".join(f"{g} {t:.3f}" for g, t in
-                                                                           sorted(groups.items()))
-                   + f" (others {threshold:.3f})" if groups else f"at {threshold:.3f}, beyond the slider")
-                + ". Moving the slider returns to one threshold for all.")
+    st.query_params["threshold"] = f"{threshold:.3f}"  # a shared link reopens this point
+    if policy:
+        st.query_params["policy"] = policy
+    elif "policy" in st.query_params:
+        del st.query_params["policy"]
+    ui.carry(point={"policy": policy, "threshold": threshold})  # for the other pages
+    if groups:
+        st.info(f"Policy {ui.plain(policy)} defers each skin-tone group at its own threshold: "
+                + ", ".join(f"{g} {t:.3f}" for g, t in sorted(groups.items())) + f" (others {threshold:.3f}). "
+                "Moving the slider returns to one threshold for all.")
+    elif not 0 <= threshold <= 1:
+        st.info(("Policy " + ui.plain(policy) if policy else "The link") + f" sets the threshold at {threshold:.3f}, "
+                "beyond the slider (0 to 1): " + ("no case" if threshold > 1 else "every case") + " is deferred.")
     return policy, threshold, groups
 
 
@@ -98,8 +101,8 @@ def side_by_side(view, threshold: float, groups: dict[str, float]) -> None:
             other_t = st.number_input("Its threshold", 0.0, 1.0, value=min(round(threshold, 3) + 0.05, 1.0) if
                                       threshold <= 1 else 0.5, step=0.005, format="%.3f", key="deferral.other_t")
             other_view, labels = points.at(other_t), ("now", f"at {other_t:.3f}")
-        else:
-            other_view, labels = points.at(thresholds[other], per_group.get(other, {})), ("now", other)
+        else:  # "policy: NAME" never collides with the table's own columns, whatever the name
+            other_view, labels = points.at(thresholds[other], per_group.get(other, {})), ("now", f"policy: {other}")
     else:
         others = sorted((s for s in ui.SPLITS if s != split), key=lambda s: s != "calib")
         other_split = st.selectbox("The other split", others, key="deferral.other_split",
@@ -146,16 +149,20 @@ st.caption("Share of cases whose set holds the true category, against the target
 with st.form("deferral.save"):
     name = st.text_input("Save this threshold as a policy named", key="deferral.name")
     if st.form_submit_button("Save policy"):
-        threshold = current()[1]
+        shown, threshold, groups = current()
         if not name.strip():
             st.error("Give the policy a name first.")
+        elif groups:
+            st.error(f"{shown} is stored already, with one threshold per skin-tone group; a saved policy has one "
+                     "threshold for all. Move the slider to the threshold to save.")
         else:
             base = thresholds.get(queries.default_policy(run), 1.0)
             by_split = {sp: queries.operating_points(path, version, run.run_id, model, sp, urgent) for sp in ui.SPLITS}
             rows = policy_rows(by_split, threshold, base, {"threshold": threshold, "saved_from": "dashboard"})
             try:
                 queries.save_policy(path, run.run_id, model, name.strip(), rows)
-                st.success(f"Saved policy {ui.plain(repr(name.strip()))} at {threshold:.3f} for {model}.")
+                st.toast(f"Saved policy {ui.plain(repr(name.strip()))} at {threshold:.3f} for {model}.")
+                st.rerun()  # every list of policies on the page shows it
             except (ValueError, queries.StoreError) as exc:
                 st.error(str(exc))
 if saved:
@@ -164,7 +171,9 @@ if saved:
         if st.form_submit_button("Delete"):
             try:
                 queries.delete_policy(path, run.run_id, model, gone)
-                st.success(f"Deleted {ui.plain(repr(gone))}.")
+                st.toast(f"Deleted {ui.plain(repr(gone))}.")
+                ui.carry(point={"threshold": current()[1]})  # the threshold on screen stays
+                st.rerun()
             except (ValueError, queries.StoreError) as exc:
                 st.error(str(exc))
 ui.glossary("deferral score", "threshold", "reviewed", "kept", "right when kept", "urgent missed", "policy",

@@ -15,9 +15,8 @@ from trainer.explain.figures import attribution_figure  # noqa: E402
 
 page = ui.header("Cases")
 path, version, run, model, split = page.path, page.version, page.run, page.model, page.split
-policies = queries.run_table(path, version, run.run_id, "policies", model=model, split="calib", slice="overall")
-if ui.carried("point") is None and "threshold" in st.query_params:  # a shared link
-    ui.carry(point={"threshold": float(st.query_params["threshold"])})
+policies = queries.model_policies(path, version, run.run_id, model)
+ui.point_from_link()
 policy, threshold, groups = dt.resolve(ui.carried("point"), dt.policy_thresholds(policies),
                                        dt.group_thresholds(policies), queries.default_policy(run))
 urgent = queries.urgent_classes(path, version, run["dataset"])
@@ -35,12 +34,14 @@ clinic = c[1].selectbox("Clinic", options["clinic"], key="cases.clinic")
 reason = c[2].selectbox("Why the score", options["reason"], key="cases.reason")
 shown = ct.filter_cases(cases, show, skin_tone_group=group, clinic=clinic, reason=reason)
 st.markdown(f"**{len(shown):,} of {len(cases):,} cases** (highest deferral score first). Click a row to open it.")
+# The table's key names what it lists, so a selection never outlives the list it was made in.
+listed = "|".join(map(str, (run.run_id, model, split, threshold, sorted(groups.items()), show, group, clinic, reason)))
 picked = ui.table(ct.shown_cases(shown), {"deferral score": "p3"}, height=260, on_select="rerun",
-                  selection_mode="single-row", key="cases.table")
+                  selection_mode="single-row", key=f"cases.table.{hash(listed)}")
 if shown.empty:
     st.info("No case matches these filters.")
     st.stop()
-rows = picked.selection.rows if picked is not None else []
+rows = [r for r in (picked.selection.rows if picked is not None else []) if r < len(shown)]
 if rows:
     st.query_params["case"] = shown["case_id"].iloc[rows[0]]
 case_id = st.query_params.get("case")
@@ -55,7 +56,10 @@ st.markdown(f"True **{ui.plain(row['y_true'])}**, predicted **{ui.plain(row['y_p
             f"**{row['defer_score']:.3f}**, so {status}"
             + (" - **an urgent patient missed and not reviewed**" if row["missed_urgent"] else "") + ".")
 st.markdown(f"**Why the score: {ui.plain(row['reason'])}**: {ui.plain(row['why'])}." if row["why"] else
-            "No reason: this model's score is rescaled by an adaptation (see the New clinic page).")
+            "No reason shown: " + ("on calib each case's score comes from a scorer fitted without it (out of fold), "
+                                   "so the run's scorer does not explain it; val and test have reasons."
+                                   if split == "calib" else "this model's score is rescaled by an adaptation "
+                                   "(see the New clinic page)."))
 left, right = st.columns([1, 2])
 try:
     left.image(load_rgb(case["image_path"], 256), caption=f"{ui.plain(case_id)} (photo)")

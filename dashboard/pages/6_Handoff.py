@@ -11,7 +11,8 @@ from dashboard import charts, deferral_tables as dt, queries, tables, ui, words 
 from trainer.config import MODEL_NAMES  # noqa: E402
 
 page = ui.header("Clinical handoff tables", model=False, split=False,
-                 caption="Every table carries case counts and intervals only: no patient identifiers, no notes.")
+                 caption="Every table carries case counts and intervals only: no patient identifiers, no notes. "
+                         "The document shows one example case (its photo, case id and the words of its note).")
 path, version, run = page.path, page.version, page.run
 metrics = queries.run_table(path, version, run.run_id, "metrics")
 calib = queries.run_table(path, version, run.run_id, "calibrators")
@@ -30,7 +31,7 @@ trained = [m for m in MODEL_NAMES if m in set(metrics["model"])]
 carried = ui.carried("model")
 model = st.selectbox("Model", trained, index=trained.index(carried if carried in trained else chosen),
                      key="handoff.model", format_func=lambda m: f"{m} (the run's choice)" if m == chosen else m)
-model_policies = queries.run_table(path, version, run.run_id, "policies", model=model, split="calib", slice="overall")
+model_policies = queries.model_policies(path, version, run.run_id, model)
 policy, _, _ = dt.resolve(ui.carried("point"), dt.policy_thresholds(model_policies),
                           dt.group_thresholds(model_policies), queries.default_policy(run))
 if policy is None:
@@ -44,14 +45,17 @@ st.caption(f"For clinicians and the clinical safety officer: {ui.plain(model)} a
            "run, four to six on other data). Every number is read from the store: "
            f"`python -m trainer report --run {run.run_id} --model {model} --policy {policy} --out DIR` writes the "
            "same files.")
+built = (run.run_id, model, policy)  # what the document on offer is about
 if st.button("Build handoff.pdf and handoff.md", key="handoff.build"):
     with st.spinner("Writing the document..."):
         try:
-            result, st.session_state["handoff.files"] = queries.build_handoff(path, run.run_id, model, policy)
+            result, files = queries.build_handoff(path, run.run_id, model, policy)
+            st.session_state["handoff.files"] = {"about": built, "files": files}
             st.success(f"{result['pages']} pages, {result['slices']} slice tables, {model} at {policy}.")
         except (ValueError, OSError, queries.StoreError) as exc:
             st.error(str(exc))
-for name, data in st.session_state.get("handoff.files", {}).items():
+document = st.session_state.get("handoff.files", {})
+for name, data in (document.get("files", {}) if document.get("about") == built else {}).items():
     st.download_button(f"Download {name}", data, name, "application/pdf" if name.endswith("pdf") else "text/markdown",
                        key=f"handoff.dl.{name}")
 

@@ -28,7 +28,7 @@ ui.download_buttons(gaps, f"{run.run_id}_{model}_flagged_gaps", "errors.download
 
 st.subheader("Skin type x category")
 measure = st.radio("Measure", et.MEASURES, horizontal=True, key="errors.measure")
-policies = queries.run_table(path, version, run.run_id, "policies", model=model, split="calib", slice="overall")
+policies = queries.model_policies(path, version, run.run_id, model)
 policy, threshold, groups = dt.resolve(ui.carried("point"), dt.policy_thresholds(policies),
                                        dt.group_thresholds(policies), queries.default_policy(run))
 urgent = queries.urgent_classes(path, version, run["dataset"])

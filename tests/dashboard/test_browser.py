@@ -111,7 +111,7 @@ def test_a_meeting_moves_the_slider_compares_policies_and_opens_a_missed_case(qu
         budget, urgent = policies.loc[("review_budget", "test")], policies.loc[("urgent_sensitivity", "test")]
         assert metric(page, "Reviewed") == f"{100 * budget['defer_rate']:.1f}%"
         _pick(page, "The other operating point", "urgent_sensitivity")
-        said = _markdown(page, "All cases, now vs urgent_sensitivity")
+        said = _markdown(page, "All cases, now vs policy: urgent_sensitivity")
         change = 100 * (urgent["defer_rate"] - budget["defer_rate"])
         assert (f"reviewed {100 * budget['defer_rate']:.1f}% vs {100 * urgent['defer_rate']:.1f}% "
                 f"({change:+.1f} pts)") in said

@@ -39,7 +39,7 @@ def test_side_by_side_of_two_policies_shows_the_stored_change_per_group(env):
             # shown as percentages and percentage points: the table holds the rates x 100
             a, b = now.loc[group, column], other.loc[group, column]
             assert rows.loc[group, "now"] == pytest.approx(100 * a, nan_ok=True)
-            assert rows.loc[group, "urgent_sensitivity"] == pytest.approx(100 * b, nan_ok=True)
+            assert rows.loc[group, "policy: urgent_sensitivity"] == pytest.approx(100 * b, nan_ok=True)
             assert rows.loc[group, "change"] == pytest.approx(100 * (b - a), nan_ok=True)
 
 
@@ -132,3 +132,16 @@ def test_exports_say_what_they_hold_and_keep_numbers_numeric():
     np.testing.assert_allclose(back[["value", "ci_low", "ci_high"]], table[["value", "ci_low", "ci_high"]])
     md = exports.markdown(table, about)
     assert "- run_id: r1" in md and "- threshold: 0.375" in md and "not clinical evidence" in md
+
+
+def test_a_shared_link_reopens_a_group_policy_and_refuses_a_bad_threshold(env):
+    at = open_page("3_Deferral.py", env["store"], env["run_id"], model="late_fusion", split="test",
+                   policy="equal_group_accuracy", threshold="0.123").run()
+    stored = _policy_rows(env, "equal_group_accuracy", "test").loc["all"]
+    assert at.selectbox(key="deferral.policy").value == "equal_group_accuracy"
+    assert {m.label: m.value for m in at.metric}["Reviewed"] == f"{100 * stored['defer_rate']:.1f}%"
+    at.text_input(key="deferral.name").input("groups")
+    at.button[0].click().run()  # saving a group policy as one threshold is refused
+    assert any("one threshold per skin-tone group" in e.value for e in at.error)
+    bad = open_page("3_Deferral.py", env["store"], env["run_id"], threshold="abc").run()
+    assert not bad.exception and any("is not a number" in w.value for w in bad.warning)

@@ -214,7 +214,7 @@ def test_handoff_page_builds_the_document(env):
     at = open_page("6_Handoff.py", env["store"], env["run_id"]).run()
     at.button(key="handoff.build").click().run()
     assert not at.exception
-    pdf = at.session_state["handoff.files"]["handoff.pdf"]
+    pdf = at.session_state["handoff.files"]["files"]["handoff.pdf"]
     pages = len(re.findall(rb"/Type\s*/Page\b", pdf))
     assert pdf.startswith(b"%PDF") and at.success[0].value.startswith(f"{pages} pages, ")
     assert [b.label for b in at.get("download_button")][-2:] == ["Download handoff.pdf", "Download handoff.md"]

@@ -23,7 +23,8 @@ COLUMNS = ["case_id", "reason", "why", "defer_score"]
 def case_reasons(db: str | Path, run_id: str, model: str, split: str) -> pd.DataFrame:
     """One row per case of ``model`` on ``split``: case_id, reason, why (the reason with the
     case's own signal values beside the average calib case's) and defer_score (replayed).
-    Empty for a model without stored rules of its own (an adapted variant rescales them)."""
+    Empty for a model without stored rules of its own (an adapted variant rescales them) and
+    for calib, whose stored scores come from scorers fitted without each case (out of fold)."""
     with TriageStore(db, read_only=True) as store:
         run = store.read_run(run_id)
         cfg = run_config(run["config"])
@@ -31,7 +32,7 @@ def case_reasons(db: str | Path, run_id: str, model: str, split: str) -> pd.Data
         notes = store.read_cases(run["dataset"]).set_index("case_id")["note"]
         urgent_names = store.read_dataset(run["dataset"])["urgent_classes"]
         tables = {name: store.read_table(name, run_id) for name in RULE_TABLES}
-    if model not in cfg.models:
+    if model not in cfg.models or split == "calib":
         return pd.DataFrame(columns=COLUMNS)
     rules = load_rules(tables, model, cfg.conformal_method, cfg.alpha)
     classes = list(run["classes"])

@@ -29,5 +29,6 @@ def test_the_replayed_score_is_the_stored_one_and_the_words_hold_the_case_s_valu
             assert top is None or f"{top:.0%}" in row["why"]
 
 
-def test_a_model_without_rules_of_its_own_has_no_reasons(quick_run, synth_store):
+def test_a_model_without_rules_of_its_own_and_out_of_fold_scores_have_no_reasons(quick_run, synth_store):
     assert case_reasons(synth_store, quick_run["run_id"], "not_a_model", "test").empty
+    assert case_reasons(synth_store, quick_run["run_id"], "late_fusion", "calib").empty  # scored out of fold
