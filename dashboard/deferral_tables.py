@@ -102,8 +102,6 @@ def operating_point(view: pd.DataFrame) -> tuple[pd.Series, dict[str, pd.DataFra
     return view[view.slice == "overall"].iloc[0], families
 
 
-
-
 COMPARED = ("defer_rate", "accepted_accuracy", "missed_urgent_rate")
 
 

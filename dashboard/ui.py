@@ -7,7 +7,6 @@ same view; session keys are namespaced by page.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 
 import pandas as pd
@@ -15,12 +14,6 @@ import streamlit as st
 
 from dashboard import exports, queries, words
 from trainer.config import MODEL_NAMES
-
-# The script thread holds the GIL while it computes; the server's event loop, which sends each
-# element to the browser, waits for it at every switch (5 ms by default, tens of messages a
-# run). A 1 ms switch lets a slider move's first numbers reach the browser sooner
-# (docs/BENCHMARKS.md, slider block).
-sys.setswitchinterval(0.001)
 
 SPLITS = ("test", "val", "calib")  # test: the held-out clinic; val: the validation clinic; calib: training clinics
 DEFAULT_MODEL = "late_fusion"
@@ -155,7 +148,8 @@ def plain(value) -> str:
 
 def download_buttons(table: pd.DataFrame, stem: str, key: str, about: dict) -> None:
     """CSV and Markdown downloads of a table that say inside the file what they hold
-    (``exports.describe``: run, model, split, metric, threshold, date, simulated or not)."""
+    (``exports.csv``, ``exports.markdown``: run, model, split, metric, threshold, date, and
+    whether the data are simulated)."""
     c1, c2 = st.columns(2)
     about = {**about, "exported_at": exports.now()}
     c1.download_button("Download CSV", exports.csv(table, about), f"{stem}.csv", "text/csv", key=f"{key}.csv")
