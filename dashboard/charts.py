@@ -24,10 +24,12 @@ def count_bars(df: pd.DataFrame, category: str, title: str, sort: str = "count")
             .properties(height=22 * max(len(df), 1), autosize=FIT_WIDTH))
 
 
-def interval_bars(df: pd.DataFrame, y: str, title: str, x_title: str = "value") -> alt.Chart:
-    """Points with 95% interval bars: columns ``y``, value, ci_low, ci_high (and too_small, flagged)."""
+def interval_bars(df: pd.DataFrame, y: str, title: str, x_title: str = "value", fmt: str = ".3f") -> alt.Chart:
+    """Points with 95% interval bars: columns ``y``, value, ci_low, ci_high (and too_small,
+    flagged); the axis in ``fmt`` (".1%" for a rate, as the tables show it)."""
     base = alt.Chart(df, title=title).encode(y=alt.Y(f"{y}:N", title=None, sort=None))
-    bars = base.mark_rule().encode(x=alt.X("ci_low:Q", title=x_title, scale=alt.Scale(zero=False)), x2="ci_high:Q")
+    bars = base.mark_rule().encode(x=alt.X("ci_low:Q", title=x_title, scale=alt.Scale(zero=False),
+                                           axis=alt.Axis(format=fmt)), x2="ci_high:Q")
     colour = alt.condition("datum.flagged", alt.value("#c0392b"), alt.value("#2c3e50")) if "flagged" in df else \
         alt.value("#2c3e50")
     points = base.mark_point(filled=True, size=60).encode(

@@ -78,7 +78,8 @@ def confusion(preds: pd.DataFrame, model: str, split: str, classes: list[str], k
 
 def ece_table(metrics: pd.DataFrame) -> pd.DataFrame:
     """Groups x (ece, ece_uncalibrated, defer_ece), with intervals where bootstrapped."""
-    return _pivot(metrics[metrics.metric.isin(["ece", "ece_uncalibrated", "defer_ece"])], "slice_value", "metric")
+    table = _pivot(metrics[metrics.metric.isin(["ece", "ece_uncalibrated", "defer_ece"])], "slice_value", "metric")
+    return table.rename_axis(index="group", columns=None)
 
 
 def reliability_groups(bins: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -28,11 +28,12 @@ else:
     st.success("No group's gap to the best-served group has an interval that excludes zero.")
 if found["small"]:
     st.warning(f"Too small to judge (n < 30), shown but never flagged: {', '.join(map(ui.plain, found['small']))}.")
+rate = metric in words.PERCENT
 st.altair_chart(charts.interval_bars(table, "group", f"{words.name(metric)} by {words.name(family)} ({model}, {split})",
-                                    words.name(metric)), width="stretch")
-kind = "pct" if metric in words.PERCENT else "p3"
-numbers = [words.name(c) for c in ("value", "ci_low", "ci_high", "gap", "gap_low", "gap_high") if c in table]
-ui.table(words.columns(table), {c: kind for c in numbers})
+                                    words.name(metric), ".1%" if rate else ".3f"), width="stretch")
+values = {words.name(c): "pct" if rate else "p3" for c in ("value", "ci_low", "ci_high")}
+gaps = {words.name(c): "pts" if rate else "p3" for c in ("gap", "gap_low", "gap_high")}  # differences of rates
+ui.table(words.columns(table), values | gaps)
 ui.download_buttons(table, f"{run.run_id}_{model}_{split}_{family.replace(' ', '')}_{metric}", "slices.download",
                     page.about(model=model, split=split, metric=metric, slice=family))
 st.caption("Intervals: 1,000 bootstrap resamples of patients. Exports carry no patient identifiers or notes.")

@@ -21,8 +21,9 @@ splits = st.multiselect("Splits", et.SPLIT_ORDER, default=list(et.SPLIT_ORDER), 
 gaps = et.ranked_gaps(metrics[metrics["split"].isin(splits)])
 st.markdown(f"**{len(gaps):,} flagged gaps** for {ui.plain(model)}, largest first: a group's value minus the "
             "best-served group's, with a 95% interval that excludes 0 (groups of at least 30 cases).")
-ui.table(gaps.head(30), {c: "pct" for c in et.GAP_NUMBERS} | {"cases": "int"})
-st.caption("Rates and calibration errors are both shown as percentages (an ECE of 0.041 reads 4.1%).")
+ui.table(gaps.head(30), {c: "pts" if c.startswith("gap") else "pct" for c in et.GAP_NUMBERS} | {"cases": "int"})
+st.caption("Rates and calibration errors are both shown as percentages (an ECE of 0.041 reads 4.1%), gaps in "
+           "percentage points.")
 ui.download_buttons(gaps, f"{run.run_id}_{model}_flagged_gaps", "errors.download",
                     page.about(model=model, split=",".join(splits), metric="key metrics"))
 
