@@ -22,7 +22,7 @@ Usage: ./run.sh [command]
   all (default)  set up, simulate DermSynth-14k (once), ingest it, train and explain (once), serve the dashboard
   test           set up, then run the test suite but its slow tier (pytest -m "not slow"; extra pytest
                  arguments pass through)
-  test-slow      the slow tier: fault injection with real processes killed, whole fits (about 4 minutes)
+  test-slow      the slow tier: fault injection with real processes killed, whole fits
   synth          simulate DermSynth-14k into \$TRIAGE_DATA (default data/dermsynth)
   ingest         ingest \$TRIAGE_DATA/manifest.csv into \$TRIAGE_DB (default data/triage.duckdb)
   fit            train the five models, calibrate, audit, report the held-out clinic's shift and learning

@@ -45,12 +45,14 @@ rows = [r for r in (picked.selection.rows if picked is not None else []) if r < 
 if rows:
     st.query_params["case"] = shown["case_id"].iloc[rows[0]]
 case_id = st.query_params.get("case")
-case_id = case_id if case_id in set(shown["case_id"]) else shown["case_id"].iloc[0]
+linked = case_id in set(shown["case_id"])
+case_id = case_id if linked else shown["case_id"].iloc[0]
 st.query_params["case"] = case_id
 row = shown.set_index("case_id").loc[case_id]
 case = queries.case(path, version, run["dataset"], case_id)
 
-st.subheader(f"Case {ui.plain(case_id)}" + (" (the row picked)" if rows else " (the first row; click another)"))
+st.subheader(f"Case {ui.plain(case_id)}" + (" (the row picked)" if rows else " (from the link; click a row for another)"
+                                             if linked else " (the first row; click another)"))
 status = "reviewed by a clinician" if row["deferred"] else "decided by the model alone"
 st.markdown(f"True **{ui.plain(row['y_true'])}**, predicted **{ui.plain(row['y_pred'])}**; deferral score "
             f"**{row['defer_score']:.3f}**, so {status}"
