@@ -20,7 +20,21 @@ def _fit(args: argparse.Namespace) -> int:
                       encoder_image_size=args.encoder_image_size, colour_constancy=args.colour_constancy,
                       photo_augment=args.photo_augment)
     run_id = fit(args.db, args.dataset, cfg, log=lambda msg: print(msg, file=sys.stderr))
-    print(run_id)  # the last line: scripts read the run id from here
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line from rank 0
+        print(run_id)  # the last line: scripts read the run id from here
+    return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    from trainer.commands.features import features
+    from trainer.config import load_config
+
+    cfg = load_config(args.config, preset=args.preset, text_encoder=args.text_encoder,
+                      image_encoder=args.image_encoder, cache_dir=args.cache_dir,
+                      encoder_image_size=args.encoder_image_size, colour_constancy=args.colour_constancy)
+    for row in features(args.db, args.dataset, cfg, args.block_cases, log=lambda msg: print(msg, file=sys.stderr)):
+        print(f"{row['encoding']}: {row['cases']:,} cases in {row['blocks']} blocks ({row['written']} encoded now) "
+              f"in {row['folder']}")
     return 0
 
 
@@ -101,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer",
                                      description="Train, calibrate and explain triage models on a stored dataset.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_fit, _add_posthoc, _add_explain, _add_report, _add_predict, _add_shift, _add_adapt):
+    for add in (_add_fit, _add_features, _add_posthoc, _add_explain, _add_report, _add_predict, _add_shift, _add_adapt):
         add(sub)
     return parser
 
@@ -144,6 +158,28 @@ def _add_fit(sub) -> None:
                    help="Shades of Gray colour constancy on the photos a timm image encoder reads")
     f.add_argument("--cache-dir", help="feature cache folder (default data/cache)")
     f.set_defaults(func=_fit)
+
+
+def _add_features(sub) -> None:
+    f = sub.add_parser("features", help="encode every case of a dataset into the feature cache fit reads",
+                       description="Every case's photo and note through the frozen encoders a fit with the same "
+                                   "settings uses (photos decoded, note tokens, the pretrained image towers, the "
+                                   "LiT tower), into the sharded cache under --cache-dir, where fit then finds "
+                                   "them. Under `torchrun --nproc_per_node N [--nnodes M ...] -m trainer "
+                                   "features ...` each process encodes its own blocks of cases; rank 0 writes the "
+                                   "cache's index once every block is there, so a run that loses a process is "
+                                   "never read, and the next run encodes only what is missing (docs/SCALING.md).")
+    _store_arg(f)
+    f.add_argument("--dataset", required=True, help="dataset name in the store")
+    f.add_argument("--preset", default="default", choices=sorted(PRESETS), help="as for fit (default: default)")
+    f.add_argument("--config", "--run-config", dest="config", help="YAML/JSON file of FitConfig settings, as for fit")
+    f.add_argument("--text-encoder", help="as for fit")
+    f.add_argument("--image-encoder", help="as for fit ('auto' encodes for each pretrained candidate)")
+    f.add_argument("--encoder-image-size", type=int, help="as for fit")
+    f.add_argument("--colour-constancy", action="store_true", default=None, help="as for fit")
+    f.add_argument("--cache-dir", help="feature cache folder (default data/cache)")
+    f.add_argument("--block-cases", type=int, default=2048, help="cases per block of the cache (default 2048)")
+    f.set_defaults(func=_features)
 
 
 def _add_posthoc(sub) -> None:

@@ -7,6 +7,7 @@ results in one transaction), so a dashboard can read it while training runs.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -23,6 +24,7 @@ from safetensors.numpy import save_file
 from data_store.runlock import RunLock
 from data_store.splits import choose_val_clinic, make_splits, subsample
 from data_store.store import TriageStore
+from trainer import distributed
 from trainer.config import FitConfig, run_config
 from trainer.encoders.cache import CacheStats
 from trainer.encoders.choice import AUTO, choose_image_encoder
@@ -82,10 +84,23 @@ class RunRequest:
 
 
 def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
-    """Train ``cfg.models`` on ``dataset``; returns the run_id of the completed run."""
+    """Train ``cfg.models`` on ``dataset``; returns the run_id of the completed run.
+
+    Launched by torchrun, every rank trains (DistributedDataParallel) and rank 0 alone
+    writes the store, the run's folder and the caches; the others log nothing."""
+    with distributed.process_group():
+        main = distributed.is_main()
+        run_id, heldout = _fit(db, dataset, cfg, log if main else lambda msg: None)
+    if main:  # one process, after the others are gone
+        heldout_reports(Path(db), run_id, heldout, log)
+    return run_id
+
+
+def _fit(db: str | Path, dataset: str, cfg: FitConfig, log) -> tuple[str, str]:
     with TriageStore(db, read_only=True) as store:
         info = store.read_dataset(dataset)
         cases = store.read_cases(dataset)
+    distributed.barrier()  # every rank has read before rank 0 opens the store to write
     if not bool(info.get("labelled", True)):
         raise FitError(f"Dataset {dataset!r} was ingested with --unlabelled: its cases can be scored with "
                        "`python -m trainer predict`, not trained on.")
@@ -102,9 +117,13 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
     missing = [s for s in ("train", "val", "test") if (split == s).sum() == 0]
     if missing:
         raise FitError(f"Splits {missing} are empty; the dataset is too small for held-out clinic {heldout!r}.")
-    run_id = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{dataset}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
+    run_id = distributed.from_main(
+        f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{dataset}-s{cfg.seed}-{uuid.uuid4().hex[:6]}")
     req = RunRequest(Path(db), run_id, Path(db).resolve().parent / "runs" / run_id,  # beside the store
                      cfg, info, cases.set_index("case_id").loc[split.index].reset_index(), split)
+    if not distributed.is_main():
+        _train_and_store(req, log)  # the training alongside rank 0; nothing written
+        return run_id, heldout
     config = {**json.loads(cfg.to_json()), "code_version": code_version(), "dataset_fingerprint": info["fingerprint"]}
     # The lock is taken before the run is registered and dropped by the kernel however this
     # process ends, so a killed fit shows as interrupted, never as running or complete.
@@ -122,8 +141,7 @@ def fit(db: str | Path, dataset: str, cfg: FitConfig, log=print) -> str:
             except Exception as store_exc:  # e.g. the disk is full: the original error matters more
                 log(f"could not mark run {run_id} failed ({store_exc}); it will show as interrupted")
             raise
-    heldout_reports(Path(db), run_id, heldout, log)
-    return run_id
+    return run_id, heldout
 
 
 def heldout_reports(db: Path, run_id: str, heldout: str, log) -> None:
@@ -144,7 +162,7 @@ def heldout_reports(db: Path, run_id: str, heldout: str, log) -> None:
 def _train_and_store(req: RunRequest, log) -> None:
     """Features, the models, post-hoc tables, then one transaction that completes the run."""
     cfg, cases, split_arr = req.cfg, req.cases, req.split.to_numpy()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(max(1, cfg.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))  # ranks share a node
     torch.manual_seed(cfg.seed)
     reset_peak()
     stats, timings = CacheStats(), {}
@@ -156,14 +174,18 @@ def _train_and_store(req: RunRequest, log) -> None:
         log(f"image encoder chosen on val ({choice.val}): {choice.encoder}; "
             + ", ".join(f"{c} {f1:.3f}" for c, f1 in choice.scores.items()))
         cfg = replace(cfg, image_encoder=choice.encoder)
-        config = _record_choice(req, cfg, choice.to_dict())
+        if distributed.is_main():
+            config = _record_choice(req, cfg, choice.to_dict())
     feats, text_dim, folders = prepare_features(cases, split_arr, req.info["fingerprint"], cfg, req.classes, stats,
                                                 log, timings)
+    y, where = targets(cases, req.classes, split_arr)
+    if not distributed.is_main():
+        train_models(cfg, req.classes, y, where, feats, text_dim, req.artifacts, timings, log)
+        return
     for name, folder in folders.items():  # the run keeps its own copy of the encoders it used
         shutil.copytree(folder, req.artifacts / name, dirs_exist_ok=True)
     (req.artifacts / "ngrams.json").write_text(feats.ngrams.to_json())  # the notes' word vocabulary
     (req.artifacts / "encoders.json").write_text(encoder_record(feats))  # what predict must read notes with
-    y, where = targets(cases, req.classes, split_arr)
     logits = train_models(cfg, req.classes, y, where, feats, text_dim, req.artifacts, timings, log)
     predictions = prediction_rows(logits, cases["case_id"].to_numpy(), split_arr, y, where, req.classes)
     embedding = case_embedding(feats)

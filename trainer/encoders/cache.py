@@ -1,8 +1,15 @@
 """Model inputs for a set of cases, with an on-disk cache keyed by content and encoder.
 
-Frozen encoders' outputs (text token features, open_clip image embeddings) and decoded
-photos are written as safetensors files named by a hash of (dataset fingerprint, case
-ids, encoder identity, settings): a second ``fit`` on the same data skips extraction.
+Frozen encoders' outputs (text token features, image tower tokens, the LiT tower's pooled
+features) and decoded photos are written as safetensors files named by a hash of (dataset
+fingerprint, case ids, encoder identity, settings): a second ``fit`` on the same data
+skips extraction. They are written a chunk of cases at a time and read back
+memory-mapped (``trainer.encoders.shards``), so memory does not grow with the dataset;
+when ``python -m trainer features`` has filled the sharded cache for every case of the
+dataset, the rows come from there instead of the encoders.
+
+Under torchrun every rank takes the same decision (rank 0's view of the cache), rank 0
+alone writes, and the others wait for it and read.
 """
 from __future__ import annotations
 
@@ -11,12 +18,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
-from tqdm import tqdm
+from safetensors.numpy import save_file
 
 from data_store.images import load_rgb
+from trainer import distributed
+from trainer.encoders.shards import BlockSet, open_arrays, write_rows
 
 
 @dataclass
@@ -56,57 +65,104 @@ def content_key(fingerprint: str, case_ids: list[str]) -> str:
 
 
 def cached_arrays(path: Path, compute, stats: CacheStats) -> dict[str, np.ndarray]:
-    """Load ``path`` if it exists, else compute, save atomically and return the arrays."""
-    if path.exists():
+    """Map ``path`` if it exists, else compute (on every rank: training may be inside),
+    save atomically (rank 0) and map it."""
+    if distributed.from_main(path.exists()):
         stats.hits += 1
-        return load_file(str(path))
+        return open_arrays(path)
     stats.misses += 1
     arrays = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(arrays, str(tmp))
-    os.replace(tmp, path)  # atomic: a killed run never leaves half a cache file
-    return arrays
+    if distributed.is_main():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        save_file(arrays, str(tmp))
+        os.replace(tmp, path)  # atomic: a killed run never leaves half a cache file
+    distributed.barrier()
+    del arrays
+    return open_arrays(path)
 
 
-def load_images(paths: list[str], size: int, desc: str = "decoding photos") -> np.ndarray:
+@dataclass(frozen=True)
+class Encoding:
+    """One frozen encoding of cases: ``compute(photo paths, notes)`` -> arrays with a row
+    per case, cached under ``{prefix}-{content}-{identity}``."""
+
+    prefix: str
+    identity: str
+    compute: Callable[[list[str], list[str]], dict[str, np.ndarray]]
+    desc: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.prefix}-{self.identity}"
+
+
+def cached_rows(cases, fingerprint: str, content: str, cache_dir: str | Path, encoding: Encoding,
+                stats: CacheStats) -> dict[str, np.ndarray]:
+    """``encoding`` of ``cases`` (case_id, note, image_path), memory-mapped: from the cache
+    file, else from the sharded cache of the whole dataset, else from the encoder."""
+    path = Path(cache_dir) / f"{encoding.prefix}-{content}-{encoding.identity}.safetensors"
+    if distributed.from_main(path.exists()):
+        stats.hits += 1
+        return open_arrays(path)
+    if distributed.is_main():
+        ids = cases["case_id"].astype(str).tolist()
+        compute = BlockSet(cache_dir, fingerprint, encoding.name).rows_of(ids)
+        if compute is not None:
+            stats.hits += 1
+            desc = f"{encoding.desc}: read from the sharded cache"
+        else:
+            stats.misses += 1
+            paths, notes = cases["image_path"].tolist(), cases["note"].fillna("").astype(str).tolist()
+            compute, desc = (lambda lo, hi: encoding.compute(paths[lo:hi], notes[lo:hi])), encoding.desc
+        write_rows(path, len(ids), compute, desc)
+    distributed.barrier()
+    return open_arrays(path)
+
+
+def load_images(paths: list[str], size: int) -> np.ndarray:
+    """Photos decoded and resized to (n, size, size, 3) uint8."""
     out = np.zeros((len(paths), size, size, 3), np.uint8)
-    with ThreadPoolExecutor(4) as pool, tqdm(total=len(paths), desc=desc, unit="img", mininterval=1) as bar:
+    with ThreadPoolExecutor(4) as pool:
         for i, arr in enumerate(pool.map(lambda p: load_rgb(p, size), paths)):
             out[i] = arr
-            bar.update()
     return out
+
+
+def photos(size: int) -> Encoding:
+    return Encoding("images", str(size), lambda paths, notes: {"images": load_images(paths, size)},
+                    f"decoding photos ({size} px)")
+
+
+def note_tokens(text_encoder) -> Encoding:
+    def compute(paths, notes):
+        tokens, mask = text_encoder.encode(notes)
+        return {"tokens": tokens, "mask": mask}
+    return Encoding("text", text_encoder.identity(), compute, "encoding notes")
+
+
+def photo_tokens(image_encoder) -> Encoding:
+    """A frozen pretrained image tower's patch tokens (or one token per photo)."""
+    def compute(paths, notes):
+        emb = image_encoder.encode(load_images(paths, image_encoder.image_size))
+        return {"emb": emb if emb.ndim == 3 else emb[:, None, :]}
+    return Encoding("image", image_encoder.identity(), compute, "encoding photos")
 
 
 def build_features(cases, fingerprint: str, cache_dir: str | Path, image_size: int, text_encoder,
                    image_encoder=None, stats: CacheStats | None = None) -> Features:
     """Inputs for ``cases`` (a frame with case_id, note, image_path), cached on disk."""
     stats = stats if stats is not None else CacheStats()
-    cache = Path(cache_dir)
     ids = cases["case_id"].astype(str).tolist()
     content = content_key(fingerprint, ids)
     notes = cases["note"].fillna("").astype(str).tolist()
-    paths = cases["image_path"].tolist()
 
-    images = cached_arrays(cache / f"images-{content}-{image_size}.safetensors",
-                           lambda: {"images": load_images(paths, image_size)}, stats)["images"]
-
-    def encode_text():
-        with tqdm(total=len(notes), desc="encoding notes", unit="note", mininterval=1) as bar:
-            tokens, mask = text_encoder.encode(notes, progress=bar.update)
-        return {"tokens": tokens, "mask": mask}
-    text_identity = text_encoder.identity()
-    text = cached_arrays(cache / f"text-{content}-{text_identity}.safetensors", encode_text, stats)
-
-    image_tokens = None
-    if image_encoder is not None:
-        def encode_images():
-            pixels = load_images(paths, image_encoder.image_size, desc="decoding photos for the image encoder")
-            with tqdm(total=len(paths), desc="encoding photos", unit="img", mininterval=1) as bar:
-                emb = image_encoder.encode(pixels, progress=bar.update)
-            return {"emb": emb if emb.ndim == 3 else emb[:, None, :]}  # patch tokens, or one token per photo
-        image_tokens = cached_arrays(cache / f"image-{content}-{image_encoder.identity()}.safetensors",
-                                     encode_images, stats)["emb"]
+    def rows(encoding: Encoding) -> dict[str, np.ndarray]:
+        return cached_rows(cases, fingerprint, content, cache_dir, encoding, stats)
+    images = rows(photos(image_size))["images"]
+    text_encoding = note_tokens(text_encoder)
+    text = rows(text_encoding)
+    image_tokens = rows(photo_tokens(image_encoder))["emb"] if image_encoder is not None else None
     present = np.asarray([bool(n.strip()) for n in notes])
     return Features(np.asarray(ids), notes, images, text["tokens"], text["mask"], present, image_tokens,
-                    text_identity=text_identity)
+                    text_identity=text_encoding.identity)

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_model
 
 from trainer.config import TrainSettings
+from trainer import distributed
 from trainer.encoders.cache import CacheStats, Features, cached_arrays
 from trainer.models.checkpoints import export_open_clip, save_checkpoint
 from trainer.models.train import Inputs, train_classifier
@@ -60,9 +61,10 @@ def cnn_image_tokens(feats: Features, y: np.ndarray, where: dict, folder: Path, 
         model.spec = {"n_classes": n_classes}
         model, history = train_classifier(model, inputs, y, where["train"], where["val"], settings, epochs,
                                           "image encoder (CNN)", lr=2 * settings.lr)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_model(model.to(memory_format=torch.contiguous_format), str(folder / "model.safetensors"))
-        (folder / "history.json").write_text(json.dumps(history, default=float))
+        if distributed.is_main():
+            folder.mkdir(parents=True, exist_ok=True)
+            save_model(model.to(memory_format=torch.contiguous_format), str(folder / "model.safetensors"))
+            (folder / "history.json").write_text(json.dumps(history, default=float))
         log(f"image encoder (CNN) trained: {history[-1] if history else {}}")
         model.eval()
         (tokens,) = in_batches(lambda b: (model.tokens(b["images"]).numpy().astype(np.float16),), inputs, len(y))

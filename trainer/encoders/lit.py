@@ -16,9 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
-from trainer.encoders.cache import CacheStats, cached_arrays, load_images
+from trainer.encoders.cache import CacheStats, Encoding, cached_rows, content_key, load_images
 from trainer.encoders.image import EFFICIENTNET_LITE0, IMAGENET_MEAN, IMAGENET_STD, TimmImageEncoder
 from trainer.encoders.text import resolve_text_encoder
 
@@ -79,18 +77,22 @@ def image_tower(image_size: int, cache_dir: str | Path) -> TimmImageEncoder:
     return TimmImageEncoder(EFFICIENTNET_LITE0, image_size, cache_dir, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def pooled_photo_features(paths: list[str], content: str, tower: TimmImageEncoder, cache_dir: str | Path,
-                          stats: CacheStats) -> np.ndarray:
-    """(n, 1280) float32: the locked trunk's average-pooled last feature map per photo,
-    cached by the photos' content key and the tower's identity."""
-    def compute():
-        pixels = load_images(paths, tower.image_size, desc="decoding photos for the LiT image tower")
+def pooled_encoding(tower: TimmImageEncoder) -> Encoding:
+    """The locked trunk's average-pooled last feature map per photo, (n, 1280) float32."""
+    def compute(paths, notes):
+        pixels = load_images(paths, tower.image_size)
         out = np.zeros((len(paths), tower.dim), np.float32)
-        with torch.no_grad(), tqdm(total=len(paths), desc="LiT image tower", unit="img", mininterval=1) as bar:
+        with torch.no_grad():
             for start in range(0, len(paths), 64):
                 x = torch.from_numpy(pixels[start:start + 64]).permute(0, 3, 1, 2).float() / 255
                 out[start:start + len(x)] = tower.tokens(x).mean(1).numpy()
-                bar.update(len(x))
         return {"pooled": out}
-    path = Path(cache_dir) / f"lit-image-{content}-{tower.identity()}.safetensors"
-    return cached_arrays(path, compute, stats)["pooled"]
+    return Encoding("lit-image", tower.identity(), compute, "LiT image tower")
+
+
+def pooled_photo_features(cases, fingerprint: str, tower: TimmImageEncoder, cache_dir: str | Path,
+                          stats: CacheStats) -> np.ndarray:
+    """(n, 1280) float32 for ``cases`` (case_id, note, image_path), cached by the cases'
+    content and the tower's identity."""
+    content = content_key(fingerprint, cases["case_id"].astype(str).tolist())
+    return cached_rows(cases, fingerprint, content, cache_dir, pooled_encoding(tower), stats)["pooled"]

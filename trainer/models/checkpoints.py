@@ -11,8 +11,13 @@ from pathlib import Path
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from trainer import distributed
+
 
 def save_checkpoint(folder: Path, model: nn.Module, spec: dict, history: list[dict] | None = None) -> None:
+    """Written by rank 0 only under torchrun (every rank holds the same weights)."""
+    if not distributed.is_main():
+        return
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_model(model, str(folder / "model.safetensors"))
@@ -30,7 +35,10 @@ def load_checkpoint(folder: Path) -> nn.Module:
 
 
 def export_open_clip(folder: Path, clip: nn.Module, model_cfg: dict) -> None:
-    """Write a CLIP as an open_clip ``local-dir:`` folder, loadable by ``open_clip.create_model``."""
+    """Write a CLIP as an open_clip ``local-dir:`` folder, loadable by ``open_clip.create_model``
+    (rank 0 only under torchrun)."""
+    if not distributed.is_main():
+        return
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}, indent=2))

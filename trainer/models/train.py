@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from trainer import distributed
 from trainer.config import TrainSettings
 from trainer.encoders.cache import Features
 from trainer.evaluation.metrics import macro_f1
@@ -95,43 +96,48 @@ def _loss(model: nn.Module, batch: dict, y: torch.Tensor, ce: nn.Module) -> torc
 def predict_logits(model: nn.Module, inputs: Inputs, idx: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits (len(idx), n_classes) in eval mode."""
     model.eval()
-    out = [model(inputs.batch(idx[s:s + batch_size])).float().numpy() for s in range(0, len(idx), batch_size)]
+    device = next(model.parameters()).device
+    out = [model({k: v.to(device) for k, v in inputs.batch(idx[s:s + batch_size]).items()}).float().cpu().numpy()
+           for s in range(0, len(idx), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, model.spec["n_classes"]), np.float32)
 
 
 def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray,
                      val_idx: np.ndarray, cfg: TrainSettings, epochs: int, desc: str, lr: float | None = None
                      ) -> tuple[nn.Module, list[dict]]:
-    """AdamW with class weights; keep the weights of the epoch with the best val macro F1."""
+    """AdamW with class weights; keep the weights of the epoch with the best val macro F1.
+    Under torchrun: DistributedDataParallel (``distributed_epochs``)."""
     n_classes = model.spec["n_classes"]
     lr = lr or cfg.lr
-    rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     # A model may ask for its own learning rates per parameter group (a pretrained tower slower).
     groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": model.parameters(), "lr": lr}]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
+    parallel = distributed.world() > 1
+    batch_size = -(-cfg.batch_size // distributed.world())  # the same cases per step in all, split over ranks
     steps = epochs * int(np.ceil(len(train_idx) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                 total_steps=max(steps, 1), pct_start=0.15)
-    ce = nn.CrossEntropyLoss(weight=class_weights(y[train_idx], n_classes))
+    weight = class_weights(y[train_idx], n_classes)
+    epoch_batches = (distributed_epochs(model, inputs, y, train_idx, cfg, weight, batch_size) if parallel
+                     else _epochs(model, inputs, y, train_idx, cfg, nn.CrossEntropyLoss(weight=weight)))
     best, best_state, history, stale = -1.0, copy.deepcopy(model.state_dict()), [], 0
     for epoch in range(epochs):
         model.train()
-        order = rng.permutation(train_idx)
-        total = 0.0
-        for start in tqdm(range(0, len(order), cfg.batch_size), desc=f"{desc} epoch {epoch + 1}/{epochs}",
-                          unit="batch", leave=False, mininterval=1):
-            idx = order[start:start + cfg.batch_size]
-            batch = inputs.batch(idx, rng, cfg.modality_dropout)
-            loss = _loss(model, batch, torch.from_numpy(y[idx]), ce)
+        total, seen = 0.0, 0
+        for step in tqdm(next(epoch_batches), desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                         mininterval=1, disable=not distributed.is_main()):
             opt.zero_grad()
+            loss, n = step()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
-            total += float(loss.detach()) * len(idx)
-        val_f1 = macro_f1(y[val_idx], predict_logits(model, inputs, val_idx).argmax(1), n_classes)
-        history.append({"epoch": epoch + 1, "train_loss": total / len(order), "val_macro_f1": val_f1})
+            total, seen = total + float(loss.detach()) * n, seen + n
+        # Every rank takes rank 0's judgement, so all stop at the same epoch.
+        val_f1 = distributed.from_main(macro_f1(y[val_idx], predict_logits(model, inputs, val_idx).argmax(1),
+                                                n_classes))
+        history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_macro_f1": val_f1})
         if val_f1 > best:
             best, best_state, stale = val_f1, copy.deepcopy(model.state_dict()), 0
         else:
@@ -139,5 +145,64 @@ def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx:
             if stale >= cfg.patience:  # early stopping
                 break
     model.load_state_dict(best_state)
+    if parallel:
+        model.cpu()
+        for tensor in model.state_dict().values():  # rank 0's batch-norm statistics everywhere
+            torch.distributed.broadcast(tensor, src=0)
     model.eval()
     return model, history
+
+
+def _epochs(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray, cfg: TrainSettings,
+            ce: nn.Module):
+    """One process: for each epoch, its steps (each gives the batch's loss and size)."""
+    rng = np.random.default_rng(cfg.seed)
+    while True:
+        order = rng.permutation(train_idx)
+
+        def steps(order=order):
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                batch = inputs.batch(idx, rng, cfg.modality_dropout)
+                yield lambda idx=idx, batch=batch: (_loss(model, batch, torch.from_numpy(y[idx]), ce), len(idx))
+        yield steps()
+
+
+class Objective(nn.Module):
+    """The training loss as a module's forward, so DistributedDataParallel wraps all of it."""
+
+    def __init__(self, model: nn.Module, weight: torch.Tensor):
+        super().__init__()
+        self.model, self.ce = model, nn.CrossEntropyLoss(weight=weight)
+
+    def forward(self, batch: dict, y: torch.Tensor) -> torch.Tensor:
+        return _loss(self.model, batch, y, self.ce)
+
+
+def distributed_epochs(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray, cfg: TrainSettings,
+                       weight: torch.Tensor, batch_size: int):
+    """Under torchrun: each rank's share of every epoch (DistributedSampler, the same seed on
+    every rank), its loss through DistributedDataParallel, which averages the gradients.
+    The model trains on this rank's device and comes back to the CPU."""
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DistributedSampler
+
+    device = distributed.device()
+    if device.type == "cuda":  # batch statistics across ranks (SyncBatchNorm needs a GPU)
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    ddp = DistributedDataParallel(Objective(model, weight.to(device)), find_unused_parameters=True)
+    sampler = DistributedSampler(train_idx, shuffle=True, seed=cfg.seed)  # pads so every rank has as many steps
+    rng = np.random.default_rng([cfg.seed, distributed.rank()])  # this rank's flips and hidden modalities
+    epoch = 0
+    while True:
+        sampler.set_epoch(epoch)
+        order = train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
+
+        def steps(order=order):
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                batch = {k: v.to(device) for k, v in inputs.batch(idx, rng, cfg.modality_dropout).items()}
+                yield lambda idx=idx, batch=batch: (ddp(batch, torch.from_numpy(y[idx]).to(device)), len(idx))
+        yield steps()
+        epoch += 1
