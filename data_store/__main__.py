@@ -62,9 +62,18 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from data_store.export import export_run
+
+    written = export_run(args.db, args.run, args.out, args.with_patient_data)
+    print(f"{sum(written.values()):,} rows of run {args.run} in {sum(n > 0 for n in written.values())} tables "
+          f"under {args.out}: " + ", ".join(f"{t} {n:,}" for t, n in written.items() if n))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_store",
-                                     description="Simulate the default dataset and ingest manifests into the store.")
+                                     description="Simulate the default dataset, ingest manifests into the store, export runs.")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("synth", help="write the simulated DermSynth dataset (images, manifest, datasheet)",
                        description="Simulate DermSynth: image-note pairs with documented, switchable effects.")
@@ -94,6 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cases without labels, to score with `python -m trainer predict`: the label column may be "
                         "absent or empty (a row with a label is refused), and no run can train on the dataset")
     i.set_defaults(func=_ingest)
+
+    e = sub.add_parser("export", help="a run's tables as Parquet, partitioned by run and model",
+                       description="Write every table of a run (predictions, metrics, policies, conformal, "
+                                   "attributions, scores, shift, adaptations, ...) as Parquet under OUT/<table>/"
+                                   "run_id=<run>/model=<model>/, readable by DuckDB, pandas and Spark. Carries case "
+                                   "ids only: no notes, patient ids or paths unless --with-patient-data.")
+    e.add_argument("--db", default="data/triage.duckdb", help="store file (default data/triage.duckdb)")
+    e.add_argument("--run", required=True, help="run_id")
+    e.add_argument("--out", required=True, help="output folder (other runs already there are kept)")
+    e.add_argument("--with-patient-data", action="store_true",
+                   help="also the run's cases with their notes, patient ids and photo paths, and the notes' words "
+                        "of the attributions")
+    e.set_defaults(func=_export)
 
     f = sub.add_parser("info", help="list the datasets in a store")
     f.add_argument("--db", default="data/triage.duckdb")

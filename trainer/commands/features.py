@@ -9,6 +9,7 @@ is read; the next run keeps the blocks that are whole and encodes the rest.
 """
 from __future__ import annotations
 
+import signal
 import time
 from dataclasses import replace
 
@@ -22,6 +23,12 @@ from trainer.encoders.shards import CHUNK, BlockSet
 
 class FeaturesError(RuntimeError):
     """The cache could not be completed (a rank stopped, a block is missing)."""
+
+
+def _stopped(signum, frame):
+    raise FeaturesError("stopped by torchrun because another rank failed (see its error above). The cache index was "
+                        "not written, so nothing of this run is read; run the command again to encode what is "
+                        "missing (the whole blocks already written are kept).")
 
 
 def frozen_encodings(cfg: FitConfig) -> list[Encoding]:
@@ -46,6 +53,8 @@ def features(db: str, dataset: str, cfg: FitConfig, block_cases: int = CHUNK, lo
     blocks under torchrun); returns, on rank 0, a row per encoding."""
     if block_cases < 1:
         raise ValueError(f"--block-cases must be at least 1, got {block_cases}.")
+    if distributed.launched():  # torchrun stops the other ranks with SIGTERM when one fails: say so
+        signal.signal(signal.SIGTERM, _stopped)
     with distributed.process_group():
         rank, world = distributed.rank(), distributed.world()
         with TriageStore(db, read_only=True) as store:

@@ -114,12 +114,11 @@ def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx:
     groups = model.param_groups(lr) if hasattr(model, "param_groups") else [{"params": model.parameters(), "lr": lr}]
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
     parallel = distributed.world() > 1
-    batch_size = -(-cfg.batch_size // distributed.world())  # the same cases per step in all, split over ranks
     steps = epochs * int(np.ceil(len(train_idx) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                 total_steps=max(steps, 1), pct_start=0.15)
     weight = class_weights(y[train_idx], n_classes)
-    epoch_batches = (distributed_epochs(model, inputs, y, train_idx, cfg, weight, batch_size) if parallel
+    epoch_batches = (distributed_epochs(model, inputs, y, train_idx, cfg, weight) if parallel
                      else _epochs(model, inputs, y, train_idx, cfg, nn.CrossEntropyLoss(weight=weight)))
     best, best_state, history, stale = -1.0, copy.deepcopy(model.state_dict()), [], 0
     for epoch in range(epochs):
@@ -169,40 +168,54 @@ def _epochs(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarr
 
 
 class Objective(nn.Module):
-    """The training loss as a module's forward, so DistributedDataParallel wraps all of it."""
+    """The training loss as a module's forward, so DistributedDataParallel wraps all of it.
 
-    def __init__(self, model: nn.Module, weight: torch.Tensor):
+    The class-weighted cross-entropy of this rank's rows is summed and divided by the weight
+    of the whole step's rows over all ranks, times the ranks: DistributedDataParallel's
+    average of the gradients is then the one-process gradient of the whole step."""
+
+    def __init__(self, model: nn.Module, weight: torch.Tensor, world: int):
         super().__init__()
-        self.model, self.ce = model, nn.CrossEntropyLoss(weight=weight)
+        self.model, self.world = model, world
+        self.register_buffer("weight", weight)
 
-    def forward(self, batch: dict, y: torch.Tensor) -> torch.Tensor:
-        return _loss(self.model, batch, y, self.ce)
+    def forward(self, batch: dict, y: torch.Tensor, step_weight: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.model, "logits_and_contrastive"):  # the CLIP: contrastive pairs of this rank's rows
+            logits, contrastive = self.model.logits_and_contrastive(batch)
+            extra = 0.5 * contrastive
+        else:
+            logits, extra = self.model(batch), 0.0
+        ce = nn.functional.cross_entropy(logits, y, weight=self.weight, reduction="sum")
+        return ce / step_weight * self.world + extra
 
 
 def distributed_epochs(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray, cfg: TrainSettings,
-                       weight: torch.Tensor, batch_size: int):
-    """Under torchrun: each rank's share of every epoch (DistributedSampler, the same seed on
-    every rank), its loss through DistributedDataParallel, which averages the gradients.
-    The model trains on this rank's device and comes back to the CPU."""
+                       weight: torch.Tensor):
+    """Under torchrun: the one-process epochs, each step shared out. Every rank draws what one
+    process draws (the same seed: case order, flips, hidden modalities) and keeps every
+    world-th row of the step, as DistributedSampler(shuffle=False) shares a batch out; so a
+    step sees the same cases and the same averaged gradient as in one process, but for the
+    dropout masks and the batch-norm statistics, which are each rank's own. The model trains
+    on this rank's device (a GPU under nccl) and comes back to the CPU at the end."""
     from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data import DistributedSampler
 
-    device = distributed.device()
+    device, world, rank = distributed.device(), distributed.world(), distributed.rank()
     if device.type == "cuda":  # batch statistics across ranks (SyncBatchNorm needs a GPU)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    ddp = DistributedDataParallel(Objective(model, weight.to(device)), find_unused_parameters=True)
-    sampler = DistributedSampler(train_idx, shuffle=True, seed=cfg.seed)  # pads so every rank has as many steps
-    rng = np.random.default_rng([cfg.seed, distributed.rank()])  # this rank's flips and hidden modalities
-    epoch = 0
+    ddp = DistributedDataParallel(Objective(model, weight, world).to(device), find_unused_parameters=True)
+    rng = np.random.default_rng(cfg.seed)
     while True:
-        sampler.set_epoch(epoch)
-        order = train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
+        order = rng.permutation(train_idx)
 
         def steps(order=order):
-            for start in range(0, len(order), batch_size):
-                idx = order[start:start + batch_size]
-                batch = {k: v.to(device) for k, v in inputs.batch(idx, rng, cfg.modality_dropout).items()}
-                yield lambda idx=idx, batch=batch: (ddp(batch, torch.from_numpy(y[idx]).to(device)), len(idx))
+            for start in range(0, len(order), cfg.batch_size):
+                idx = order[start:start + cfg.batch_size]
+                batch = inputs.batch(idx, rng, cfg.modality_dropout)
+                if len(idx) < world:  # too few cases to give every rank one (same on all ranks)
+                    continue
+                mine = {k: v[rank::world].to(device) for k, v in batch.items()}
+                target = torch.from_numpy(y[idx][rank::world]).to(device)
+                step_weight = weight[torch.from_numpy(y[idx])].sum().to(device)
+                yield lambda mine=mine, target=target, w=step_weight, n=len(target): (ddp(mine, target, w), n)
         yield steps()
-        epoch += 1

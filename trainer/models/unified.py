@@ -68,10 +68,10 @@ class ClipEncoder(nn.Module):
         both = batch["text_present"] & batch["image_present"]
         if both.sum() >= 2:
             logits = self.clip.logit_scale.exp().clamp(max=100) * img[both] @ txt[both].T
-            target = torch.arange(int(both.sum()))
+            target = torch.arange(int(both.sum()), device=logits.device)
             contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
         else:
-            contrastive = torch.zeros(())
+            contrastive = torch.zeros((), device=img.device)
         joint = torch.cat([img * batch["image_present"].unsqueeze(1), txt * batch["text_present"].unsqueeze(1)], -1)
         return self.aux_head(joint), contrastive
 
