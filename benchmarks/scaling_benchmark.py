@@ -3,6 +3,7 @@ dataset grows.
 
     python benchmarks/scaling_benchmark.py encoding [--n 1000] [--repeats 3]
     python benchmarks/scaling_benchmark.py memory [--sizes 14000,100000]
+    python benchmarks/scaling_benchmark.py ddp [--n 1000]   # a two-process fit against one process
     python benchmarks/scaling_benchmark.py rewrite   # the docs blocks again from the stored results
 
 Both read DermSynth-14k from the docs store (--db, dataset dermsynth) and build their own
@@ -20,6 +21,9 @@ datasets in a scratch store under --workdir:
   models, one epoch each) with its memory read from /proc every 0.2 s: the peak resident
   set, and the peak of its anonymous part (what the process itself holds; the rest are
   pages of memory-mapped feature files, which the kernel drops under pressure).
+- ddp: ``fit`` with the quick preset on N cases under torchrun with two processes and as
+  one process (seed 0), beside one process with seed 1: how far two processes move the
+  held-out clinic's predictions, against how far a new seed moves them.
 
 Writes benchmarks/results/scaling.json, the `scaling` block of docs/BENCHMARKS.md and the
 `costs` block of docs/SCALING.md. Simulated data: not clinical evidence.
@@ -94,6 +98,41 @@ def encoding(args, work: Path) -> dict:
                "encodings": {k: statistics.median(x["encodings"][k] for x in v) for k in v[0]["encodings"]}}
            for p, v in runs.items()}
     return {"n": args.n, "repeats": args.repeats, "runs": runs, "median": med}
+
+
+def _fit(db: Path, dataset: str, cache: Path, seed: int, procs: int, max_cases: int) -> str:
+    launcher = [sys.executable] if procs == 1 else TORCHRUN
+    cmd = [*launcher, "-m", "trainer", "fit", "--db", str(db), "--dataset", dataset, "--preset", "quick", "--seed",
+           str(seed), "--cache-dir", str(cache), "--config", str(cache.parent / "ddp.yaml")]
+    (cache.parent / "ddp.yaml").write_text(json.dumps({"max_cases": max_cases}))
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+
+
+def ddp(args, work: Path) -> dict:
+    """Two processes against one (seed 0), beside one process with seed 1 against seed 0,
+    on the held-out clinic's cases (the test split, the same whatever the seed)."""
+    db, cache = work / "ddp.duckdb", work / "cache"
+    make_dataset(Path(args.db), db, "scaling_ddp", args.n)
+    runs = {"one": _fit(db, "scaling_ddp", cache, 0, 1, args.n), "two": _fit(db, "scaling_ddp", cache, 0, 2, args.n),
+            "seed1": _fit(db, "scaling_ddp", cache, 1, 1, args.n)}
+    with TriageStore(db, read_only=True) as store:
+        preds = {k: store.read_predictions(r).query("split == 'test'").sort_values(["model", "case_id"])
+                 for k, r in runs.items()}
+    out = {}
+    for model in preds["one"]["model"].unique():
+        base = preds["one"][preds["one"]["model"] == model]
+        row = {"cases": len(base)}
+        for other in ("two", "seed1"):
+            frame = preds[other][preds[other]["model"] == model]
+            assert frame["case_id"].tolist() == base["case_id"].tolist()
+            p, q = np.stack(base["probs_uncal"]), np.stack(frame["probs_uncal"])
+            row[other] = {"mean_abs_prob": float(np.abs(p - q).mean()),
+                          "agreement": float((base["y_pred"].to_numpy() == frame["y_pred"].to_numpy()).mean()),
+                          "accuracy_change": float((frame["y_pred"] == frame["y_true"]).mean()
+                                                   - (base["y_pred"] == base["y_true"]).mean())}
+        out[model] = row
+        print(model, row, flush=True)
+    return {"n": args.n, "runs": runs, "models": out}
 
 
 def _stub_notes(cache: Path, fp: str, ids: list[str]) -> None:
@@ -194,6 +233,16 @@ def _costs_text(result: dict) -> str:
             "machines scale).")
 
 
+def _ddp_text(res: dict) -> str:
+    rows = [f"| {m} | {r['cases']} | {r['two']['mean_abs_prob']:.3f} | {r['two']['agreement']:.0%} | "
+            f"{100 * r['two']['accuracy_change']:+.1f} | {r['seed1']['mean_abs_prob']:.3f} | "
+            f"{r['seed1']['agreement']:.0%} | {100 * r['seed1']['accuracy_change']:+.1f} |"
+            for m, r in res["models"].items()]
+    return ("| model | held-out cases | 2 processes: mean abs. change of a probability | same class | accuracy, "
+            "points | seed 1: mean abs. change | same class | accuracy, points |\n|:--|--:|--:|--:|--:|--:|--:|--:|\n"
+            + "\n".join(rows))
+
+
 def write(result: dict) -> None:
     text = (f"## Scaling: encoding with one and two processes, and fit's memory as the dataset grows\n\n"
             f"Machine: {result['machine']}.\n")
@@ -210,6 +259,11 @@ def write(result: dict) -> None:
                  "0.2 s. The features are memory-mapped: the resident set counts their pages while they are "
                  "read, the anonymous part is what the process holds itself.\n\n" + _memory_text(result["memory"])
                  + "\n")
+    if "ddp" in result:
+        text += (f"\nCommand: `python benchmarks/scaling_benchmark.py ddp --n {result['ddp']['n']}`: `fit` with the "
+                 f"quick preset on {result['ddp']['n']:,} DermSynth cases, under torchrun with 2 processes and as one "
+                 "process (seed 0), beside one process with seed 1; each against the one-process seed-0 run, on the "
+                 "held-out clinic's cases.\n\n" + _ddp_text(result["ddp"]) + "\n")
     replace_block(ROOT / "docs" / "BENCHMARKS.md", "scaling", text)
     if "encoding" in result:
         replace_block(ROOT / "docs" / "SCALING.md", "costs", _costs_text(result))
@@ -218,10 +272,10 @@ def write(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("encoding", "memory", "rewrite"))
+    parser.add_argument("part", choices=("encoding", "memory", "ddp", "rewrite"))
     parser.add_argument("--db", default="data/triage.duckdb", help="the store holding dataset dermsynth")
     parser.add_argument("--workdir", default="data/bench-scaling", help="scratch folder (removed at the end)")
-    parser.add_argument("--n", type=int, default=1000, help="cases to encode (encoding)")
+    parser.add_argument("--n", type=int, default=1000, help="cases to encode (encoding) or fit on (ddp)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (encoding)")
     parser.add_argument("--sizes", default="14000,100000", help="dataset sizes (memory)")
     args = parser.parse_args()
@@ -230,7 +284,7 @@ def main() -> None:
         work = Path(args.workdir).resolve()
         work.mkdir(parents=True, exist_ok=True)
         try:
-            result[args.part] = (encoding if args.part == "encoding" else memory)(args, work)
+            result[args.part] = {"encoding": encoding, "memory": memory, "ddp": ddp}[args.part](args, work)
         finally:
             subprocess.run(["rm", "-rf", str(work)], check=False)
         result["machine"] = machine()

@@ -106,7 +106,7 @@ def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx:
                      val_idx: np.ndarray, cfg: TrainSettings, epochs: int, desc: str, lr: float | None = None
                      ) -> tuple[nn.Module, list[dict]]:
     """AdamW with class weights; keep the weights of the epoch with the best val macro F1.
-    Under torchrun: DistributedDataParallel (``distributed_epochs``)."""
+    Under torchrun: DistributedDataParallel (``distributed_step``)."""
     n_classes = model.spec["n_classes"]
     lr = lr or cfg.lr
     torch.manual_seed(cfg.seed)
@@ -118,8 +118,12 @@ def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                 total_steps=max(steps, 1), pct_start=0.15)
     weight = class_weights(y[train_idx], n_classes)
-    epoch_batches = (distributed_epochs(model, inputs, y, train_idx, cfg, weight) if parallel
-                     else _epochs(model, inputs, y, train_idx, cfg, nn.CrossEntropyLoss(weight=weight)))
+    if parallel:
+        step = distributed_step(model, y, weight)
+    else:
+        ce = nn.CrossEntropyLoss(weight=weight)
+        step = lambda idx, batch: lambda: (_loss(model, batch, torch.from_numpy(y[idx]), ce), len(idx))  # noqa: E731
+    epoch_batches = _epochs(inputs, train_idx, cfg, step)
     best, best_state, history, stale = -1.0, copy.deepcopy(model.state_dict()), [], 0
     for epoch in range(epochs):
         model.train()
@@ -152,9 +156,10 @@ def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx:
     return model, history
 
 
-def _epochs(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray, cfg: TrainSettings,
-            ce: nn.Module):
-    """One process: for each epoch, its steps (each gives the batch's loss and size)."""
+def _epochs(inputs: Inputs, train_idx: np.ndarray, cfg: TrainSettings, step):
+    """For each epoch, its steps. The draws (case order, flips, hidden modalities) are one
+    process's, on every rank; ``step(idx, batch)`` gives a callable that returns the step's
+    loss and its number of cases, or None to skip the step."""
     rng = np.random.default_rng(cfg.seed)
     while True:
         order = rng.permutation(train_idx)
@@ -162,8 +167,9 @@ def _epochs(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarr
         def steps(order=order):
             for start in range(0, len(order), cfg.batch_size):
                 idx = order[start:start + cfg.batch_size]
-                batch = inputs.batch(idx, rng, cfg.modality_dropout)
-                yield lambda idx=idx, batch=batch: (_loss(model, batch, torch.from_numpy(y[idx]), ce), len(idx))
+                todo = step(idx, inputs.batch(idx, rng, cfg.modality_dropout))
+                if todo is not None:
+                    yield todo
         yield steps()
 
 
@@ -189,12 +195,10 @@ class Objective(nn.Module):
         return ce / step_weight * self.world + extra
 
 
-def distributed_epochs(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx: np.ndarray, cfg: TrainSettings,
-                       weight: torch.Tensor):
-    """Under torchrun: the one-process epochs, each step shared out. Every rank draws what one
-    process draws (the same seed: case order, flips, hidden modalities) and keeps every
-    world-th row of the step, as DistributedSampler(shuffle=False) shares a batch out; so a
-    step sees the same cases and the same averaged gradient as in one process, but for the
+def distributed_step(model: nn.Module, y: np.ndarray, weight: torch.Tensor):
+    """Under torchrun: a step shared out. Every rank keeps every world-th case of the
+    one-process step, as DistributedSampler(shuffle=False) shares a batch out, so a step
+    sees the same cases and the same averaged gradient as in one process, but for the
     dropout masks and the batch-norm statistics, which are each rank's own. The model trains
     on this rank's device (a GPU under nccl) and comes back to the CPU at the end."""
     from torch.nn.parallel import DistributedDataParallel
@@ -204,18 +208,12 @@ def distributed_epochs(model: nn.Module, inputs: Inputs, y: np.ndarray, train_id
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     ddp = DistributedDataParallel(Objective(model, weight, world).to(device), find_unused_parameters=True)
-    rng = np.random.default_rng(cfg.seed)
-    while True:
-        order = rng.permutation(train_idx)
 
-        def steps(order=order):
-            for start in range(0, len(order), cfg.batch_size):
-                idx = order[start:start + cfg.batch_size]
-                batch = inputs.batch(idx, rng, cfg.modality_dropout)
-                if len(idx) < world:  # too few cases to give every rank one (same on all ranks)
-                    continue
-                mine = {k: v[rank::world].to(device) for k, v in batch.items()}
-                target = torch.from_numpy(y[idx][rank::world]).to(device)
-                step_weight = weight[torch.from_numpy(y[idx])].sum().to(device)
-                yield lambda mine=mine, target=target, w=step_weight, n=len(target): (ddp(mine, target, w), n)
-        yield steps()
+    def step(idx: np.ndarray, batch: dict):
+        if len(idx) < world:  # too few cases to give every rank one (the same on every rank)
+            return None
+        mine = {k: v[rank::world].to(device) for k, v in batch.items()}
+        target = torch.from_numpy(y[idx][rank::world]).to(device)
+        step_weight = weight[torch.from_numpy(y[idx])].sum().to(device)
+        return lambda: (ddp(mine, target, step_weight), len(target))
+    return step

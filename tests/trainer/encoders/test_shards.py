@@ -101,3 +101,32 @@ def test_another_block_size_is_not_mistaken_for_this_one(tmp_path):
     other = BlockSet(tmp_path, "fp", "enc", 10)
     assert not other.block_valid(0, IDS[:10])  # same file name, other cases: encoded again
     assert other.encode(IDS, 0, 1, _by_id) == [0, 1, 2, 3]
+
+
+def test_fit_reads_its_cases_from_the_sharded_cache_and_encodes_nothing(synth_store, tmp_path, monkeypatch):
+    """``features`` (one process) fills the cache; ``build_features`` of a subset of the cases,
+    in another order, then reads them from the blocks without calling an encoder."""
+    from data_store.store import TriageStore
+    from trainer.commands.features import features
+    from trainer.config import load_config
+    from trainer.encoders.cache import CacheStats, build_features
+    from trainer.encoders.text import TextEncoder
+
+    cfg = load_config(preset="quick", models=("text_only", "image_only"), cache_dir=str(tmp_path))
+    rows = features(synth_store, "dermsynth", cfg, block_cases=50, log=lambda m: None)
+    assert [r["blocks"] for r in rows] == [5, 5] and all(r["written"] == 5 for r in rows)
+    with TriageStore(synth_store, read_only=True) as store:
+        cases = store.read_cases("dermsynth")
+        fp = store.read_dataset("dermsynth")["fingerprint"]
+    subset = cases.sample(90, random_state=0)
+    encoder = TextEncoder(cfg.text_encoder, cfg.max_tokens)
+    reference = encoder.encode(subset["note"].tolist())
+    monkeypatch.setattr(encoder, "encode", lambda *a, **k: pytest.fail("the note encoder ran"))
+    monkeypatch.setattr("trainer.encoders.cache.load_images", lambda *a: pytest.fail("a photo was decoded"))
+    stats = CacheStats()
+    feats = build_features(subset, fp, tmp_path, cfg.image_size, encoder, stats=stats)
+    assert (stats.hits, stats.misses) == (2, 0)
+    assert list(feats.case_ids) == subset["case_id"].tolist()
+    np.testing.assert_array_equal(feats.text_mask, reference[1])
+    # blocks of 50 sorted cases batch the notes differently than 90 shuffled ones: float16 rounding apart
+    np.testing.assert_allclose(feats.text_tokens.astype(np.float32), reference[0].astype(np.float32), atol=2e-2)
