@@ -22,7 +22,8 @@ Usage: ./run.sh [command]
   all (default)  set up, simulate DermSynth-14k (once), ingest it, train and explain (once), serve the dashboard
   test           set up, then run the test suite but its slow tier (pytest -m "not slow"; extra pytest
                  arguments pass through)
-  test-slow      the slow tier: fault injection with real processes killed, whole fits
+  test-slow      the slow tier: fault injection with real processes killed, torchrun process groups,
+                 whole fits beyond the session's one quick run
   synth          simulate DermSynth-14k into \$TRIAGE_DATA (default data/dermsynth)
   ingest         ingest \$TRIAGE_DATA/manifest.csv into \$TRIAGE_DB (default data/triage.duckdb)
   fit            train the five models, calibrate, audit, report the held-out clinic's shift and learning

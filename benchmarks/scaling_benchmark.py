@@ -1,8 +1,8 @@
 """Scaling: encoding throughput with one and two processes, and fit's peak memory as the
 dataset grows.
 
-    python benchmarks/scaling_benchmark.py encoding [--n 1000] [--repeats 3]
-    python benchmarks/scaling_benchmark.py memory [--sizes 14000,100000]
+    python benchmarks/scaling_benchmark.py encoding [--n 2000] [--repeats 3] [--block-cases 1000]
+    python benchmarks/scaling_benchmark.py memory [--sizes 14000,100000] [--cap-gib 8]
     python benchmarks/scaling_benchmark.py ddp [--n 1000]   # a two-process fit against one process
     python benchmarks/scaling_benchmark.py rewrite   # the docs blocks again from the stored results
 
@@ -20,10 +20,12 @@ datasets in a scratch store under --workdir:
   notes alone is an hour here), then ``python -m trainer fit`` (CNN image encoder, four
   models, one epoch each) with its memory read from /proc every 0.2 s: the peak resident
   set, and the peak of its anonymous part (what the process itself holds; the rest are
-  pages of memory-mapped feature files, which the kernel drops under pressure).
+  pages of memory-mapped feature files, which the kernel drops under pressure). With
+  ``--cap-gib``, each fit runs in a memory cgroup capped there (page cache included):
+  it completes only if its memory really is bounded.
 - ddp: ``fit`` with the quick preset on N cases under torchrun with two processes and as
-  one process (seed 0), beside one process with seed 1: how far two processes move the
-  held-out clinic's predictions, against how far a new seed moves them.
+  one process (seed 0), beside one process with seed 1, each on an empty cache: how far two
+  processes move the held-out clinic's predictions, against how far a new seed moves them.
 
 Writes benchmarks/results/scaling.json, the `scaling` block of docs/BENCHMARKS.md and the
 `costs` block of docs/SCALING.md. Simulated data: not clinical evidence.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -86,24 +89,26 @@ def encoding(args, work: Path) -> dict:
             cache = Path(tempfile.mkdtemp(dir=work))
             launcher = [sys.executable] if procs == 1 else TORCHRUN
             cmd = [*launcher, "-m", "trainer", "features", "--db", str(db), "--dataset", "scaling_enc",
-                   "--cache-dir", str(cache)]
+                   "--cache-dir", str(cache), "--block-cases", str(args.block_cases)]
             t = time.perf_counter()
             out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
             wall = time.perf_counter() - t
-            per = {m[0]: float(m[4]) for m in ENCODED.findall(out.stderr)}
+            pieces = "\n".join(re.split(r"[\r\n]", out.stderr))  # progress bars end their updates with \r
+            per = {m[0]: float(m[4]) for m in ENCODED.findall(pieces)}
             runs[procs].append({"wall_s": wall, "encodings": per})
             print(procs, "process(es):", round(wall, 1), "s", {k: round(v, 1) for k, v in per.items()}, flush=True)
             subprocess.run(["rm", "-rf", str(cache)], check=True)
     med = {p: {"wall_s": statistics.median(x["wall_s"] for x in v),
                "encodings": {k: statistics.median(x["encodings"][k] for x in v) for k in v[0]["encodings"]}}
            for p, v in runs.items()}
-    return {"n": args.n, "repeats": args.repeats, "runs": runs, "median": med}
+    return {"n": args.n, "repeats": args.repeats, "block_cases": args.block_cases, "runs": runs, "median": med}
 
 
 def _fit(db: Path, dataset: str, cache: Path, seed: int, procs: int, max_cases: int) -> str:
     launcher = [sys.executable] if procs == 1 else TORCHRUN
     cmd = [*launcher, "-m", "trainer", "fit", "--db", str(db), "--dataset", dataset, "--preset", "quick", "--seed",
            str(seed), "--cache-dir", str(cache), "--config", str(cache.parent / "ddp.yaml")]
+    cache.mkdir(parents=True, exist_ok=True)
     (cache.parent / "ddp.yaml").write_text(json.dumps({"max_cases": max_cases}))
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
 
@@ -111,10 +116,11 @@ def _fit(db: Path, dataset: str, cache: Path, seed: int, procs: int, max_cases: 
 def ddp(args, work: Path) -> dict:
     """Two processes against one (seed 0), beside one process with seed 1 against seed 0,
     on the held-out clinic's cases (the test split, the same whatever the seed)."""
-    db, cache = work / "ddp.duckdb", work / "cache"
+    db = work / "ddp.duckdb"
     make_dataset(Path(args.db), db, "scaling_ddp", args.n)
-    runs = {"one": _fit(db, "scaling_ddp", cache, 0, 1, args.n), "two": _fit(db, "scaling_ddp", cache, 0, 2, args.n),
-            "seed1": _fit(db, "scaling_ddp", cache, 1, 1, args.n)}
+    # Each run its own cache: the CNN and the CLIP are trained in each, not read back.
+    runs = {name: _fit(db, "scaling_ddp", work / f"cache-{name}", seed, procs, args.n)
+            for name, seed, procs in (("one", 0, 1), ("two", 0, 2), ("seed1", 1, 1))}
     with TriageStore(db, read_only=True) as store:
         preds = {k: store.read_predictions(r).query("split == 'test'").sort_values(["model", "case_id"])
                  for k, r in runs.items()}
@@ -178,6 +184,12 @@ def memory(args, work: Path) -> dict:
         _stub_notes(cache, fp, ids)
         cmd = [sys.executable, "-m", "trainer", "fit", "--db", str(db), "--dataset", name, "--config", str(config),
                "--cache-dir", str(cache)]
+        group = None
+        if args.cap_gib:  # a memory cgroup (v1) capped at cap_gib, page cache included; fit joins it first
+            group = Path("/sys/fs/cgroup/memory") / f"triage-bench-{os.getpid()}-{n}"
+            group.mkdir()
+            (group / "memory.limit_in_bytes").write_text(str(int(args.cap_gib * 2**30)))
+            cmd = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh", *cmd]
         peaks, done = {}, threading.Event()
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -186,13 +198,30 @@ def memory(args, work: Path) -> dict:
         stdout, stderr = proc.communicate()
         done.set()
         watcher.join()
-        if proc.returncode:
+        capped = {}
+        if group is not None:
+            oom = re.search(r"oom_kill (\d+)", (group / "memory.oom_control").read_text())
+            capped = {"cap_gib": args.cap_gib, "returncode": proc.returncode,
+                      "cgroup_peak_mib": int((group / "memory.max_usage_in_bytes").read_text()) / 2**20,
+                      "cgroup_limit_hits": int((group / "memory.failcnt").read_text()),
+                      "oom_kills": int(oom.group(1)) if oom else None}
+            group.rmdir()
+        if proc.returncode and group is None:
             raise SystemExit(f"fit of {n} cases failed:\n{stderr[-3000:]}")
-        out[n] = {"wall_s": time.perf_counter() - t, "run": stdout.strip().splitlines()[-1],
+        out[n] = {"wall_s": time.perf_counter() - t, "run": (stdout.strip().splitlines() or [""])[-1], **capped,
                   **{f"peak_{k}_mib": v for k, v in peaks.items()}}
         print(n, {k: round(v, 1) if isinstance(v, float) else v for k, v in out[n].items()}, flush=True)
         subprocess.run(["rm", "-rf", str(cache), str(db.parent / "runs")], check=True)
     return out
+
+
+def _capped_text(mem: dict) -> str:
+    rows = [f"| {int(n):,} | {m['cap_gib']:g} | {'yes' if m['returncode'] == 0 else 'no (exit ' + str(m['returncode']) + ')'}"
+            f" | {m['wall_s'] / 60:.1f} | {m['cgroup_peak_mib']:,.0f} | {m['peak_RssAnon_mib']:,.0f} | "
+            f"{m['cgroup_limit_hits']:,} | {m['oom_kills']} |" for n, m in mem.items()]
+    return ("| cases | cap, GiB | fit completed | minutes | peak charged to the cgroup, MiB | peak anonymous, MiB | "
+            "times the cap made the kernel reclaim | processes killed for memory |\n"
+            "|:--|--:|:--|--:|--:|--:|--:|--:|\n" + "\n".join(rows))
 
 
 def _encoding_text(enc: dict) -> str:
@@ -213,20 +242,25 @@ def _memory_text(mem: dict) -> str:
             "8 GiB |\n|:--|--:|--:|--:|:--|\n" + "\n".join(rows))
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def _costs_text(result: dict) -> str:
     enc = result["encoding"]
     one = enc["median"]["1"]["encodings"]
     per_case = {name: s / enc["n"] for name, s in one.items()}
     total = sum(per_case.values())
+    load = enc["median"]["1"]["wall_s"] - sum(one.values())  # the command's time outside the encodings
     lines = [f"| {name} | {1000 * s:.1f} |" for name, s in per_case.items()]
     lines.append(f"| all of them | {1000 * total:.1f} |")
-    proj = [f"| {n:,} | " + " | ".join(f"{n * total / w / 3600:,.1f}" for w in (1, 4, 32)) + " |"
+    proj = [f"| {n:,} | " + " | ".join(_hours(n * total / w) for w in (1, 4, 32)) + " |"
             for n in (100_000, 1_000_000, 10_000_000)]
-    return (f"Measured on {result['machine']} by `python benchmarks/scaling_benchmark.py encoding --n {enc['n']}` "
-            "(one process, the default settings; medians of its runs).\n\n| encoding | ms per case |\n|:--|--:|\n"
-            + "\n".join(lines) + "\n\nProjected hours to encode a dataset, each worker a machine like this one "
-            "running one process, and the work shared evenly (blocks are independent; the projection ignores "
-            "loading the encoders, about a minute per process, and the disk):\n\n| cases | 1 worker | 4 workers | "
+    return (f"Measured on {result['machine']} by `python benchmarks/scaling_benchmark.py encoding --n {enc['n']} "
+            f"--block-cases {enc['block_cases']}` (one process, the default settings; medians of its runs).\n\n| encoding | ms per case |\n|:--|--:|\n"
+            + "\n".join(lines) + "\n\nProjected time to encode a dataset, each worker a machine like this one "
+            "running one process, and the work shared evenly (blocks are independent; the projection leaves out "
+            f"loading the encoders, {load:.0f} s per process here, and the disk):\n\n| cases | 1 worker | 4 workers | "
             "32 workers |\n|:--|--:|--:|--:|\n" + "\n".join(proj) + "\n\nTwo processes on this 2-core machine: "
             f"{enc['median']['1']['wall_s'] / enc['median']['2']['wall_s']:.2f}x one process's speed for the whole "
             "command (they share the same two cores, so this says that the sharding costs little, not how more "
@@ -249,9 +283,10 @@ def write(result: dict) -> None:
     if "encoding" in result:
         enc = result["encoding"]
         text += (f"\nCommand: `python benchmarks/scaling_benchmark.py encoding --n {enc['n']} --repeats "
-                 f"{enc['repeats']}`: `python -m trainer features` on {enc['n']:,} DermSynth cases with the default "
-                 "settings, as one process and under `torchrun --standalone --nproc_per_node 2`, in turn, each on "
-                 "an empty cache.\n\n" + _encoding_text(enc) + "\n")
+                 f"{enc['repeats']} --block-cases {enc['block_cases']}`: `python -m trainer features` on "
+                 f"{enc['n']:,} DermSynth cases in blocks of {enc['block_cases']} with the default settings, as one "
+                 "process (torch's two threads) and under `torchrun --standalone --nproc_per_node 2` (one thread "
+                 "each, torchrun's default), in turn, each on an empty cache.\n\n" + _encoding_text(enc) + "\n")
     if "memory" in result:
         text += ("\nCommand: `python benchmarks/scaling_benchmark.py memory`: `python -m trainer fit` (settings "
                  f"`{json.dumps(MEMORY_CONFIG)}`) on DermSynth's cases repeated under new ids, the note encoder "
@@ -264,6 +299,11 @@ def write(result: dict) -> None:
                  f"quick preset on {result['ddp']['n']:,} DermSynth cases, under torchrun with 2 processes and as one "
                  "process (seed 0), beside one process with seed 1; each against the one-process seed-0 run, on the "
                  "held-out clinic's cases.\n\n" + _ddp_text(result["ddp"]) + "\n")
+    if "memory_capped" in result:
+        text += ("\nThe same fit inside a memory cgroup capped at the target (`python benchmarks/scaling_benchmark.py "
+                 "memory --sizes 100000 --cap-gib 8`): everything the process holds counts against the cap, page "
+                 "cache included, and a process over it is killed. A fit that needed its whole dataset's features in "
+                 "RAM could not complete here.\n\n" + _capped_text(result["memory_capped"]) + "\n")
     replace_block(ROOT / "docs" / "BENCHMARKS.md", "scaling", text)
     if "encoding" in result:
         replace_block(ROOT / "docs" / "SCALING.md", "costs", _costs_text(result))
@@ -275,16 +315,20 @@ def main() -> None:
     parser.add_argument("part", choices=("encoding", "memory", "ddp", "rewrite"))
     parser.add_argument("--db", default="data/triage.duckdb", help="the store holding dataset dermsynth")
     parser.add_argument("--workdir", default="data/bench-scaling", help="scratch folder (removed at the end)")
-    parser.add_argument("--n", type=int, default=1000, help="cases to encode (encoding) or fit on (ddp)")
+    parser.add_argument("--n", type=int, default=2000, help="cases to encode (encoding) or fit on (ddp)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each (encoding)")
+    parser.add_argument("--block-cases", type=int, default=1000, help="cases per block (encoding)")
     parser.add_argument("--sizes", default="14000,100000", help="dataset sizes (memory)")
+    parser.add_argument("--cap-gib", type=float, help="run each fit in a memory cgroup capped here (memory; cgroup "
+                                                      "v1, as root)")
     args = parser.parse_args()
     result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.part != "rewrite":
         work = Path(args.workdir).resolve()
         work.mkdir(parents=True, exist_ok=True)
         try:
-            result[args.part] = {"encoding": encoding, "memory": memory, "ddp": ddp}[args.part](args, work)
+            key = "memory_capped" if args.part == "memory" and args.cap_gib else args.part
+            result[key] = {"encoding": encoding, "memory": memory, "ddp": ddp}[args.part](args, work)
         finally:
             subprocess.run(["rm", "-rf", str(work)], check=False)
         result["machine"] = machine()

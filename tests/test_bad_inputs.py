@@ -21,6 +21,8 @@ from tests.bad_inputs.corpus import HEADER, build_rows, write_manifest
 from trainer.config import load_config
 from trainer.commands.fit import fit
 
+pytestmark = pytest.mark.slow  # a whole fit of the corpus and every page on it: `./run.sh test-slow`
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["Home.py"] + sorted(f"pages/{p.name}" for p in (ROOT / "dashboard" / "pages").glob("*.py"))
 

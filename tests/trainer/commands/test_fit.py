@@ -53,6 +53,7 @@ def test_empty_notes_are_predicted(quick_run):
     assert len(empty) > 0 and len(got) == len(set(empty) & set(quick_run["preds"]["case_id"])) * len(MODEL_NAMES)
 
 
+@pytest.mark.slow  # a whole fit of its own: `./run.sh test-slow`
 def test_same_seed_same_predictions_and_identical_metrics_table(quick_run, synth_store):
     again = fit(synth_store, "dermsynth", quick_run["cfg"], log=lambda m: None)
     with TriageStore(synth_store, read_only=True) as store:
@@ -92,6 +93,7 @@ def test_reloaded_checkpoints_reproduce_predictions(quick_run, synth_store):
     assert clip.visual is not None
 
 
+@pytest.mark.slow  # reads the run of the test above
 def test_feature_cache_is_hit_on_the_second_run(quick_run, synth_store):
     # Both runs of the module shared one cache folder: the second found every file.
     with TriageStore(synth_store, read_only=True) as store:
@@ -181,6 +183,7 @@ def test_open_clip_local_checkpoint_loads_through_open_clip(tmp_path):
         OpenClipImageEncoder("no-such-model:openai")
 
 
+@pytest.mark.slow  # a whole fit of its own: `./run.sh test-slow`
 def test_fit_with_an_open_clip_image_tower(synth_store, tmp_path):
     from open_clip.model import CLIP
 

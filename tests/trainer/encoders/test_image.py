@@ -99,6 +99,7 @@ def test_bad_timm_encoders_are_refused_with_a_clear_error(tmp_path):
         TimmImageEncoder(f"timm:test_efficientnet:{pickled}", 64)
 
 
+@pytest.mark.slow  # a whole fit of its own: `./run.sh test-slow`
 def test_fit_and_explain_with_a_local_timm_tower(synth_dir, tmp_path):
     from data_store.ingest import ingest
     from data_store.store import TriageStore
