@@ -302,8 +302,8 @@ def write(result: dict) -> None:
     if "memory_capped" in result:
         text += ("\nThe same fit inside a memory cgroup capped at the target (`python benchmarks/scaling_benchmark.py "
                  "memory --sizes 100000 --cap-gib 8`): everything the process holds counts against the cap, page "
-                 "cache included, and a process over it is killed. A fit that needed its whole dataset's features in "
-                 "RAM could not complete here.\n\n" + _capped_text(result["memory_capped"]) + "\n")
+                 "cache included: the kernel must drop mapped feature pages to stay under it, and kills the process if "
+                 "it cannot.\n\n" + _capped_text(result["memory_capped"]) + "\n")
     replace_block(ROOT / "docs" / "BENCHMARKS.md", "scaling", text)
     if "encoding" in result:
         replace_block(ROOT / "docs" / "SCALING.md", "costs", _costs_text(result))
