@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._doc import machine, replace_block  # noqa: E402
+from benchmarks.scaling_text import (capped_text, costs_text, ddp_text, encoding_text,  # noqa: E402
+                                      memory_text)
 from data_store.ingest import fingerprint  # noqa: E402
 from data_store.store import TriageStore  # noqa: E402
 
@@ -215,68 +217,6 @@ def memory(args, work: Path) -> dict:
     return out
 
 
-def _capped_text(mem: dict) -> str:
-    rows = [f"| {int(n):,} | {m['cap_gib']:g} | {'yes' if m['returncode'] == 0 else 'no (exit ' + str(m['returncode']) + ')'}"
-            f" | {m['wall_s'] / 60:.1f} | {m['cgroup_peak_mib']:,.0f} | {m['peak_RssAnon_mib']:,.0f} | "
-            f"{m['cgroup_limit_hits']:,} | {m['oom_kills']} |" for n, m in mem.items()]
-    return ("| cases | cap, GiB | fit completed | minutes | peak charged to the cgroup, MiB | peak anonymous, MiB | "
-            "times the cap made the kernel reclaim | processes killed for memory |\n"
-            "|:--|--:|:--|--:|--:|--:|--:|--:|\n" + "\n".join(rows))
-
-
-def _encoding_text(enc: dict) -> str:
-    one, two = enc["median"]["1"], enc["median"]["2"]
-    rows = [f"| {name} | {one['encodings'][name]:.1f} | {two['encodings'][name]:.1f} | "
-            f"{one['encodings'][name] / two['encodings'][name]:.2f} |" for name in one["encodings"]]
-    rows.append(f"| the whole command (loading the encoders included) | {one['wall_s']:.1f} | {two['wall_s']:.1f} | "
-                f"{one['wall_s'] / two['wall_s']:.2f} |")
-    return ("| encoding | 1 process, s | 2 processes, s | speed-up |\n|:--|--:|--:|--:|\n" + "\n".join(rows)
-            + f"\n\n{enc['n']:,} cases, medians of {enc['repeats']} runs each; an encoding's seconds are its "
-            "slowest rank's, from the first block to the last.")
-
-
-def _memory_text(mem: dict) -> str:
-    rows = [f"| {int(n):,} | {m['wall_s'] / 60:.1f} | {m['peak_VmRSS_mib']:,.0f} | {m['peak_RssAnon_mib']:,.0f} | "
-            f"{'yes' if m['peak_VmRSS_mib'] < 8192 else 'no'} |" for n, m in mem.items()]
-    return ("| cases | fit, minutes | peak resident set, MiB | of which anonymous (peak), MiB | resident set under "
-            "8 GiB |\n|:--|--:|--:|--:|:--|\n" + "\n".join(rows))
-
-
-def _hours(seconds: float) -> str:
-    return f"{seconds / 3600:,.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
-
-
-def _costs_text(result: dict) -> str:
-    enc = result["encoding"]
-    one = enc["median"]["1"]["encodings"]
-    per_case = {name: s / enc["n"] for name, s in one.items()}
-    total = sum(per_case.values())
-    load = enc["median"]["1"]["wall_s"] - sum(one.values())  # the command's time outside the encodings
-    lines = [f"| {name} | {1000 * s:.1f} |" for name, s in per_case.items()]
-    lines.append(f"| all of them | {1000 * total:.1f} |")
-    proj = [f"| {n:,} | " + " | ".join(_hours(n * total / w) for w in (1, 4, 32)) + " |"
-            for n in (100_000, 1_000_000, 10_000_000)]
-    return (f"Measured on {result['machine']} by `python benchmarks/scaling_benchmark.py encoding --n {enc['n']} "
-            f"--block-cases {enc['block_cases']}` (one process, the default settings; medians of its runs).\n\n| encoding | ms per case |\n|:--|--:|\n"
-            + "\n".join(lines) + "\n\nProjected time to encode a dataset, each worker a machine like this one "
-            "running one process, and the work shared evenly (blocks are independent; the projection leaves out "
-            f"loading the encoders, {load:.0f} s per process here, and the disk):\n\n| cases | 1 worker | 4 workers | "
-            "32 workers |\n|:--|--:|--:|--:|\n" + "\n".join(proj) + "\n\nTwo processes on this 2-core machine: "
-            f"{enc['median']['1']['wall_s'] / enc['median']['2']['wall_s']:.2f}x one process's speed for the whole "
-            "command (they share the same two cores, so this says that the sharding costs little, not how more "
-            "machines scale).")
-
-
-def _ddp_text(res: dict) -> str:
-    rows = [f"| {m} | {r['cases']} | {r['two']['mean_abs_prob']:.3f} | {r['two']['agreement']:.0%} | "
-            f"{100 * r['two']['accuracy_change']:+.1f} | {r['seed1']['mean_abs_prob']:.3f} | "
-            f"{r['seed1']['agreement']:.0%} | {100 * r['seed1']['accuracy_change']:+.1f} |"
-            for m, r in res["models"].items()]
-    return ("| model | held-out cases | 2 processes: mean abs. change of a probability | same class | accuracy, "
-            "points | seed 1: mean abs. change | same class | accuracy, points |\n|:--|--:|--:|--:|--:|--:|--:|--:|\n"
-            + "\n".join(rows))
-
-
 def write(result: dict) -> None:
     text = (f"## Scaling: encoding with one and two processes, and fit's memory as the dataset grows\n\n"
             f"Machine: {result['machine']}.\n")
@@ -286,27 +226,27 @@ def write(result: dict) -> None:
                  f"{enc['repeats']} --block-cases {enc['block_cases']}`: `python -m trainer features` on "
                  f"{enc['n']:,} DermSynth cases in blocks of {enc['block_cases']} with the default settings, as one "
                  "process (torch's two threads) and under `torchrun --standalone --nproc_per_node 2` (one thread "
-                 "each, torchrun's default), in turn, each on an empty cache.\n\n" + _encoding_text(enc) + "\n")
+                 "each, torchrun's default), in turn, each on an empty cache.\n\n" + encoding_text(enc) + "\n")
     if "memory" in result:
         text += ("\nCommand: `python benchmarks/scaling_benchmark.py memory`: `python -m trainer fit` (settings "
                  f"`{json.dumps(MEMORY_CONFIG)}`) on DermSynth's cases repeated under new ids, the note encoder "
                  "stubbed by synthetic features of its shape in the sharded cache; memory read from /proc every "
                  "0.2 s. The features are memory-mapped: the resident set counts their pages while they are "
-                 "read, the anonymous part is what the process holds itself.\n\n" + _memory_text(result["memory"])
+                 "read, the anonymous part is what the process holds itself.\n\n" + memory_text(result["memory"])
                  + "\n")
     if "ddp" in result:
         text += (f"\nCommand: `python benchmarks/scaling_benchmark.py ddp --n {result['ddp']['n']}`: `fit` with the "
                  f"quick preset on {result['ddp']['n']:,} DermSynth cases, under torchrun with 2 processes and as one "
                  "process (seed 0), beside one process with seed 1; each against the one-process seed-0 run, on the "
-                 "held-out clinic's cases.\n\n" + _ddp_text(result["ddp"]) + "\n")
+                 "held-out clinic's cases.\n\n" + ddp_text(result["ddp"]) + "\n")
     if "memory_capped" in result:
         text += ("\nThe same fit inside a memory cgroup capped at the target (`python benchmarks/scaling_benchmark.py "
                  "memory --sizes 100000 --cap-gib 8`): everything the process holds counts against the cap, page "
                  "cache included: the kernel must drop mapped feature pages to stay under it, and kills the process if "
-                 "it cannot.\n\n" + _capped_text(result["memory_capped"]) + "\n")
+                 "it cannot.\n\n" + capped_text(result["memory_capped"]) + "\n")
     replace_block(ROOT / "docs" / "BENCHMARKS.md", "scaling", text)
     if "encoding" in result:
-        replace_block(ROOT / "docs" / "SCALING.md", "costs", _costs_text(result))
+        replace_block(ROOT / "docs" / "SCALING.md", "costs", costs_text(result))
     print(text)
 
 

@@ -122,7 +122,7 @@ def main() -> None:
                        capture_output=True)
         try:
             rows = {}
-            for name, root, whole in (("this version", ROOT, True), (f"previous ({baseline})", old, False),
+            for name, root, whole in (("this version", ROOT, True), (f"previous ({args.baseline})", old, False),
                                       ("this version, again", ROOT, True)):
                 rows[name] = measure(root, db, args.run, args.moves, whole, Path(tmp) / f"profile{len(rows)}")
                 print(name, {k: round(v, 1) for k, v in rows[name].items() if k.endswith("median_ms")})

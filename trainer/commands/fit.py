@@ -165,8 +165,7 @@ def _train_and_store(req: RunRequest, log) -> None:
     torch.set_num_threads(max(1, cfg.threads // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))  # ranks share a node
     torch.manual_seed(cfg.seed)
     reset_peak()
-    stats, timings = CacheStats(), {}
-    config = None
+    stats, timings, config = CacheStats(), {}, None
     if cfg.image_encoder == AUTO:
         t = time.perf_counter()
         choice = choose_image_encoder(cases, split_arr, req.info["fingerprint"], cfg, req.classes, stats, log)

@@ -118,12 +118,8 @@ def train_classifier(model: nn.Module, inputs: Inputs, y: np.ndarray, train_idx:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
                                                 total_steps=max(steps, 1), pct_start=0.15)
     weight = class_weights(y[train_idx], n_classes)
-    if parallel:
-        step = distributed_step(model, y, weight)
-    else:
-        ce = nn.CrossEntropyLoss(weight=weight)
-        step = lambda idx, batch: lambda: (_loss(model, batch, torch.from_numpy(y[idx]), ce), len(idx))  # noqa: E731
-    epoch_batches = _epochs(inputs, train_idx, cfg, step)
+    make_step = distributed_step if parallel else one_process_step
+    epoch_batches = _epochs(inputs, train_idx, cfg, make_step(model, y, weight))
     best, best_state, history, stale = -1.0, copy.deepcopy(model.state_dict()), [], 0
     for epoch in range(epochs):
         model.train()
@@ -171,6 +167,12 @@ def _epochs(inputs: Inputs, train_idx: np.ndarray, cfg: TrainSettings, step):
                 if todo is not None:
                     yield todo
         yield steps()
+
+
+def one_process_step(model: nn.Module, y: np.ndarray, weight: torch.Tensor):
+    """One process: a step's class-weighted loss over all its cases."""
+    ce = nn.CrossEntropyLoss(weight=weight)
+    return lambda idx, batch: lambda: (_loss(model, batch, torch.from_numpy(y[idx]), ce), len(idx))
 
 
 class Objective(nn.Module):
