@@ -23,12 +23,6 @@ RUN_TABLES = ("runs", "splits", "predictions", "calibrators", "deferral_scorers"
               "adaptations", "adaptation_curve", "corrections")
 
 
-def _columns(con, table: str) -> list[str]:
-    return [r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-        [table]).fetchall()]
-
-
 def _quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
@@ -46,7 +40,7 @@ def export_run(db: str | Path, run_id: str, out: str | Path, with_patient_data: 
                              "dashboard's Runs page the runs.")
         tables = list(RUN_TABLES) + (["cases"] if with_patient_data else [])
         for table in tables:
-            columns = _columns(con, table)
+            columns = store._columns(table)
             drop = () if with_patient_data else PRIVATE.get(table, ())
             keep = [c for c in columns if c not in drop]
             if table == "cases":  # only when asked: the run's own cases, with their notes and patient ids
